@@ -1,0 +1,406 @@
+//! Writing `linux.resources` limits into the container's cgroup files.
+//!
+//! Each limit goes to the v1 hierarchy of its controller when one is mounted, otherwise
+//! to the v2 hierarchy, whose controller is first enabled in every ancestor's
+//! `cgroup.subtree_control`.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use oci_spec::runtime::{
+    LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
+};
+use slog::{warn, Logger};
+
+use super::layout::Hierarchy;
+use crate::error::Error;
+
+/// Device rules added after the spec's own rules. They let a spec that starts with "deny
+/// all" still create and use the standard nodes: mknod of any node, null, zero, full,
+/// random, urandom, tty, console, ptmx and the pseudo-terminals.
+const DEFAULT_DEVICE_RULES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// Conversion of cpu.shares (2 to 262144) to cpu.weight (1 to 10000), mapping the two
+/// ranges linearly onto each other.
+fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Applies every supported limit of `resources` to the container's `targets`, one per
+/// hierarchy.
+pub(super) fn apply(
+    targets: &[(&Hierarchy, &Path)],
+    resources: &LinuxResources,
+    logger: &Logger,
+) -> Result<(), Error> {
+    if let Some(memory) = resources.memory() {
+        apply_memory(targets, memory)?;
+    }
+    if let Some(pids) = resources.pids() {
+        let value = if pids.limit() > 0 {
+            pids.limit().to_string()
+        } else {
+            "max".to_owned()
+        };
+        let (hierarchy, directory) = find(targets, "pids")?;
+        write_controller_file(hierarchy, directory, "pids", "pids.max", &value)?;
+    }
+    if let Some(cpu) = resources.cpu() {
+        apply_cpu(targets, cpu)?;
+    }
+    if let Some(rules) = resources
+        .devices()
+        .as_deref()
+        .filter(|rules| !rules.is_empty())
+    {
+        apply_devices(targets, rules, logger)?;
+    }
+    // NOTE: blkio/io, hugetlb, network, rdma and `unified` limits are not applied yet.
+    Ok(())
+}
+
+fn apply_memory(targets: &[(&Hierarchy, &Path)], memory: &LinuxMemory) -> Result<(), Error> {
+    let (hierarchy, directory) = find(targets, "memory")?;
+
+    if let Some(limit) = memory.limit() {
+        let value = memory_value("memory.limit", limit, hierarchy.unified)?;
+        let file = if hierarchy.unified {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        write_controller_file(hierarchy, directory, "memory", file, &value)?;
+    }
+    if let Some(reservation) = memory.reservation() {
+        let value = memory_value("memory.reservation", reservation, hierarchy.unified)?;
+        let file = if hierarchy.unified {
+            "memory.low"
+        } else {
+            "memory.soft_limit_in_bytes"
+        };
+        write_controller_file(hierarchy, directory, "memory", file, &value)?;
+    }
+    // NOTE: memory.swap, kernel memory and swappiness are not applied yet.
+    Ok(())
+}
+
+/// Formats a byte count where -1 means unlimited.
+fn memory_value(key: &'static str, bytes: i64, unified: bool) -> Result<String, Error> {
+    match bytes {
+        -1 if unified => Ok("max".to_owned()),
+        -1 => Ok("-1".to_owned()),
+        bytes if bytes >= 0 => Ok(bytes.to_string()),
+        bytes => Err(Error::CgroupValue {
+            key,
+            value: bytes.to_string(),
+            reason: "must be a byte count or -1 for unlimited".to_owned(),
+        }),
+    }
+}
+
+fn apply_cpu(targets: &[(&Hierarchy, &Path)], cpu: &LinuxCpu) -> Result<(), Error> {
+    if cpu.shares().is_some() || cpu.quota().is_some() || cpu.period().is_some() {
+        let (hierarchy, directory) = find(targets, "cpu")?;
+        if hierarchy.unified {
+            apply_cpu_v2(hierarchy, directory, cpu)?;
+        } else {
+            apply_cpu_v1(hierarchy, directory, cpu)?;
+        }
+    }
+
+    if cpu.cpus().is_some() || cpu.mems().is_some() {
+        let (hierarchy, directory) = find(targets, "cpuset")?;
+        if let Some(cpus) = cpu.cpus().as_deref().filter(|cpus| !cpus.is_empty()) {
+            write_controller_file(hierarchy, directory, "cpuset", "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = cpu.mems().as_deref().filter(|mems| !mems.is_empty()) {
+            write_controller_file(hierarchy, directory, "cpuset", "cpuset.mems", mems)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_cpu_v1(hierarchy: &Hierarchy, directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
+    if let Some(shares) = cpu.shares() {
+        write_controller_file(
+            hierarchy,
+            directory,
+            "cpu",
+            "cpu.shares",
+            &shares.to_string(),
+        )?;
+    }
+    // The kernel checks a quota against the current period, so the period goes first.
+    if let Some(period) = cpu.period() {
+        write_controller_file(
+            hierarchy,
+            directory,
+            "cpu",
+            "cpu.cfs_period_us",
+            &period.to_string(),
+        )?;
+    }
+    if let Some(quota) = cpu.quota() {
+        write_controller_file(
+            hierarchy,
+            directory,
+            "cpu",
+            "cpu.cfs_quota_us",
+            &quota.to_string(),
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_cpu_v2(hierarchy: &Hierarchy, directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
+    if let Some(shares) = cpu.shares() {
+        let weight = shares_to_weight(shares).to_string();
+        write_controller_file(hierarchy, directory, "cpu", "cpu.weight", &weight)?;
+    }
+    if cpu.quota().is_some() || cpu.period().is_some() {
+        let quota = match cpu.quota() {
+            Some(quota) if quota > 0 => quota.to_string(),
+            _ => "max".to_owned(),
+        };
+        // 100000 us is the kernel's default period.
+        let period = cpu.period().unwrap_or(100_000);
+        write_controller_file(
+            hierarchy,
+            directory,
+            "cpu",
+            "cpu.max",
+            &format!("{quota} {period}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_devices(
+    targets: &[(&Hierarchy, &Path)],
+    rules: &[LinuxDeviceCgroup],
+    logger: &Logger,
+) -> Result<(), Error> {
+    let Some((_, directory)) = targets
+        .iter()
+        .find(|(hierarchy, _)| hierarchy.has("devices") && !hierarchy.unified)
+    else {
+        // NOTE: cgroup v2 controls devices with an eBPF program, which is not written yet,
+        // so on a pure v2 layout the rules are not enforced.
+        warn!(logger, "device cgroup rules not applied: no v1 devices hierarchy"; "rules" => rules.len());
+        return Ok(());
+    };
+
+    for rule in rules {
+        let file = if rule.allow() {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
+        write_file(&directory.join(file), &device_rule(rule)?)?;
+    }
+    for rule in DEFAULT_DEVICE_RULES {
+        write_file(&directory.join("devices.allow"), rule)?;
+    }
+    Ok(())
+}
+
+/// Formats a rule as the v1 devices controller reads it: `type major:minor access`.
+fn device_rule(rule: &LinuxDeviceCgroup) -> Result<String, Error> {
+    let kind = match rule.typ().unwrap_or(LinuxDeviceType::A) {
+        LinuxDeviceType::A => "a",
+        LinuxDeviceType::B => "b",
+        LinuxDeviceType::C | LinuxDeviceType::U => "c",
+        LinuxDeviceType::P => {
+            return Err(Error::CgroupValue {
+                key: "linux.resources.devices.type",
+                value: "p".to_owned(),
+                reason: "the devices controller has no rules for FIFOs".to_owned(),
+            })
+        }
+    };
+    let number = |value: Option<i64>| {
+        value
+            .filter(|value| *value >= 0)
+            .map_or("*".to_owned(), |value| value.to_string())
+    };
+    let access = rule.access().clone().unwrap_or_else(|| "rwm".to_owned());
+    if access.is_empty()
+        || !access
+            .chars()
+            .all(|letter| matches!(letter, 'r' | 'w' | 'm'))
+    {
+        return Err(Error::CgroupValue {
+            key: "linux.resources.devices.access",
+            value: access,
+            reason: "must be made of the letters r, w and m".to_owned(),
+        });
+    }
+    Ok(format!(
+        "{kind} {}:{} {access}",
+        number(rule.major()),
+        number(rule.minor())
+    ))
+}
+
+/// Finds the hierarchy that controls `controller`, preferring a v1 mount over a v2 one.
+fn find<'a>(
+    targets: &[(&'a Hierarchy, &'a Path)],
+    controller: &str,
+) -> Result<(&'a Hierarchy, &'a Path), Error> {
+    let v1 = targets
+        .iter()
+        .find(|(hierarchy, _)| !hierarchy.unified && hierarchy.has(controller));
+    let v2 = targets
+        .iter()
+        .find(|(hierarchy, _)| hierarchy.unified && hierarchy.has(controller));
+    match v1.or(v2) {
+        Some((hierarchy, directory)) => Ok((hierarchy, directory)),
+        None => Err(Error::Cgroup {
+            operation: "find the cgroup controller for",
+            path: Path::new(controller).to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "controller is not mounted under the cgroup root",
+            ),
+        }),
+    }
+}
+
+/// Writes `value` to `file` in `directory`, enabling the v2 controller first.
+fn write_controller_file(
+    hierarchy: &Hierarchy,
+    directory: &Path,
+    controller: &str,
+    file: &str,
+    value: &str,
+) -> Result<(), Error> {
+    if hierarchy.unified {
+        enable_controller(&hierarchy.mount_point, directory, controller)?;
+    }
+    write_file(&directory.join(file), value)
+}
+
+/// Enables `controller` in `cgroup.subtree_control` of every ancestor of `directory`
+/// up to the hierarchy root, so that the container's directory gets the controller's
+/// files.
+fn enable_controller(mount_point: &Path, directory: &Path, controller: &str) -> Result<(), Error> {
+    let mut ancestors: Vec<&Path> = directory
+        .ancestors()
+        .skip(1)
+        .take_while(|path| path.starts_with(mount_point))
+        .collect();
+    ancestors.reverse();
+
+    for ancestor in ancestors {
+        let control = ancestor.join("cgroup.subtree_control");
+        let enabled = fs::read_to_string(&control).map_err(|source| Error::Cgroup {
+            operation: "read",
+            path: control.clone(),
+            source,
+        })?;
+        if !enabled.split_whitespace().any(|name| name == controller) {
+            write_file(&control, &format!("+{controller}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies `cpuset.cpus` and `cpuset.mems` from `parent` into a v1 `directory` where they
+/// are empty, because the kernel rejects tasks in a cpuset without CPUs or memory nodes.
+pub(super) fn inherit_cpuset(parent: &Path, directory: &Path) -> Result<(), Error> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let current = directory.join(file);
+        let value = fs::read_to_string(&current).map_err(|source| Error::Cgroup {
+            operation: "read",
+            path: current.clone(),
+            source,
+        })?;
+        if !value.trim().is_empty() {
+            continue;
+        }
+        let inherited_path = parent.join(file);
+        let inherited = fs::read_to_string(&inherited_path).map_err(|source| Error::Cgroup {
+            operation: "read",
+            path: inherited_path,
+            source,
+        })?;
+        write_file(&current, inherited.trim())?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_file(path: &Path, value: &str) -> Result<(), Error> {
+    fs::write(path, value).map_err(|source| Error::CgroupWrite {
+        path: path.to_path_buf(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxDeviceCgroupBuilder;
+
+    #[test]
+    fn shares_map_onto_weight_range() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(0), 1);
+    }
+
+    #[test]
+    fn deny_all_rule_is_formatted() {
+        let rule = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&rule).unwrap(), "a *:* rwm");
+    }
+
+    #[test]
+    fn char_device_rule_is_formatted() {
+        let rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(200)
+            .access("rw")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&rule).unwrap(), "c 10:200 rw");
+    }
+
+    #[test]
+    fn invalid_access_is_rejected() {
+        let rule = LinuxDeviceCgroupBuilder::default()
+            .access("rwx")
+            .build()
+            .unwrap();
+        let error = device_rule(&rule).unwrap_err();
+        assert!(error.is_invalid_input(), "{error}");
+    }
+
+    #[test]
+    fn negative_memory_other_than_minus_one_is_rejected() {
+        assert_eq!(memory_value("memory.limit", -1, true).unwrap(), "max");
+        assert_eq!(memory_value("memory.limit", -1, false).unwrap(), "-1");
+        assert!(memory_value("memory.limit", -2, false).is_err());
+    }
+}

@@ -1,0 +1,440 @@
+//! The caller's side of a container: create, start and destroy.
+//!
+//! The caller owns the init process. It is the caller's direct child, and the caller
+//! reaps it, except when [`Container::create`] fails after the clone: then `create` kills
+//! and reaps the init itself.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{pipe2, Pid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use slog::{debug, Logger};
+
+use crate::cgroups::{self, Cgroup};
+use crate::error::Error;
+use crate::spawn::{above_stdio, spawn_init, ChildFds, PidNamespace};
+use crate::sync::{recv_message, send_message, FailureKind, FromInit, InitConfig, ToInit};
+
+/// How long the caller waits for the init to report ready or to exec the user process.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to start the init process: the agent re-executes itself (`/proc/self/exe init`),
+/// tests run the `rustjail-init` binary.
+#[derive(Debug, Clone)]
+pub struct InitCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// Everything [`Container::create`] needs.
+pub struct ContainerConfig {
+    pub id: String,
+    /// The OCI spec, with `root.path` already absolute.
+    pub spec: Spec,
+    /// Mount point of the cgroup hierarchies, `/sys/fs/cgroup` in production.
+    pub cgroup_root: PathBuf,
+    /// Parent cgroup used when the spec has no `linux.cgroupsPath`, for example `berth`.
+    pub cgroup_parent: String,
+    pub init: InitCommand,
+    pub logger: Logger,
+}
+
+/// A created container whose init process waits for [`Container::start`].
+///
+/// Dropping a `Container` neither kills the init nor removes the cgroup: call
+/// [`Container::destroy`].
+pub struct Container {
+    id: String,
+    pid: i32,
+    cgroup: Cgroup,
+    sync: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    started: bool,
+    destroyed: bool,
+    logger: Logger,
+}
+
+/// The caller's ends of the init's standard streams.
+struct CallerFds {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    sync: OwnedFd,
+}
+
+impl Container {
+    /// Creates the container and returns once its init reported ready. Blocks for at most
+    /// about [`INIT_TIMEOUT`].
+    pub fn create(config: ContainerConfig) -> Result<Container, Error> {
+        let logger = config
+            .logger
+            .new(slog::o!("container" => config.id.clone()));
+        let relative_cgroup = check_spec(&config)?;
+        let pid_namespace = pid_namespace(&config.spec)?;
+        log_skipped_mounts(&config.spec, &logger);
+
+        let (caller_fds, child_fds) = open_fds(&config.id)?;
+        let pid =
+            spawn_init(&config.init, &child_fds, pid_namespace).map_err(|source| Error::Clone {
+                container: config.id.clone(),
+                program: config.init.program.clone(),
+                source,
+            })?;
+        // The init has its own copies now. Closing ours lets reads see end of file when
+        // the init exits.
+        drop(child_fds);
+        debug!(logger, "cloned init"; "pid" => pid);
+
+        let mut container = Container {
+            id: config.id.clone(),
+            pid,
+            cgroup: Cgroup::default(),
+            sync: Some(caller_fds.sync),
+            stdin: Some(caller_fds.stdin),
+            stdout: Some(caller_fds.stdout),
+            stderr: Some(caller_fds.stderr),
+            started: false,
+            destroyed: false,
+            logger,
+        };
+        match container.set_up(config, &relative_cgroup) {
+            Ok(()) => Ok(container),
+            Err(error) => Err(container.abandon(error)),
+        }
+    }
+
+    /// Lets the init `execve` the user process and returns once the exec succeeded.
+    /// Blocks for at most about [`INIT_TIMEOUT`].
+    pub fn start(&mut self) -> Result<(), Error> {
+        if self.started {
+            return Err(Error::AlreadyStarted(self.id.clone()));
+        }
+        let Some(sync) = self.sync.take() else {
+            return Err(Error::NotRunning(self.id.clone()));
+        };
+        self.started = true;
+
+        send_message(sync.as_fd(), &ToInit::Start)
+            .map_err(|source| self.sync_error("send start to", source))?;
+
+        // The sync socket is close-on-exec in the init, so end of file means the exec
+        // succeeded. A message means it failed.
+        let deadline = Instant::now() + INIT_TIMEOUT;
+        match recv_message::<FromInit>(sync.as_fd(), Some(deadline)) {
+            Ok(None) => {
+                debug!(self.logger, "started user process"; "pid" => self.pid);
+                Ok(())
+            }
+            Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
+            Ok(Some(FromInit::Ready)) => Err(Error::Init {
+                container: self.id.clone(),
+                message: "init reported ready again instead of executing the user process"
+                    .to_owned(),
+            }),
+            Err(source) if source.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout {
+                container: self.id.clone(),
+                step: "exec the user process",
+                seconds: INIT_TIMEOUT.as_secs(),
+            }),
+            Err(source) => Err(self.sync_error("receive exec result from", source)),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Pid of the init process as seen by the caller.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Write end of the container's stdin pipe.
+    pub fn take_stdin(&mut self) -> Option<OwnedFd> {
+        self.stdin.take()
+    }
+
+    /// Read end of the container's stdout pipe.
+    pub fn take_stdout(&mut self) -> Option<OwnedFd> {
+        self.stdout.take()
+    }
+
+    /// Read end of the container's stderr pipe.
+    pub fn take_stderr(&mut self) -> Option<OwnedFd> {
+        self.stderr.take()
+    }
+
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.cgroup
+    }
+
+    /// Kills the init with SIGKILL and removes the cgroup. Idempotent. It does not reap
+    /// the init, which stays the caller's child.
+    pub fn destroy(&mut self) -> Result<(), Error> {
+        // A second SIGKILL could hit a recycled pid once the caller has reaped the init,
+        // so the kill happens once.
+        if !self.destroyed {
+            self.destroyed = true;
+            self.sync = None;
+            match kill(Pid::from_raw(self.pid), Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(source) => {
+                    return Err(Error::Kill {
+                        container: self.id.clone(),
+                        pid: self.pid,
+                        source,
+                    })
+                }
+            }
+            debug!(self.logger, "killed init"; "pid" => self.pid);
+        }
+        self.cgroup.remove()
+    }
+
+    /// Creates the cgroup, moves the init into it, sends the configuration and waits
+    /// for ready.
+    fn set_up(&mut self, config: ContainerConfig, relative_cgroup: &Path) -> Result<(), Error> {
+        let resources = config
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.resources().as_ref());
+        self.cgroup = Cgroup::create(
+            &config.cgroup_root,
+            relative_cgroup,
+            resources,
+            &self.logger,
+        )?;
+        self.cgroup.add_process(self.pid)?;
+
+        let Some(sync) = self.sync.as_ref().map(AsFd::as_fd) else {
+            return Err(Error::NotRunning(self.id.clone()));
+        };
+        let message = ToInit::Config(Box::new(InitConfig {
+            container_id: config.id,
+            spec: config.spec,
+        }));
+        send_message(sync, &message)
+            .map_err(|source| self.sync_error("send configuration to", source))?;
+
+        let deadline = Instant::now() + INIT_TIMEOUT;
+        match recv_message::<FromInit>(sync, Some(deadline)) {
+            Ok(Some(FromInit::Ready)) => {
+                debug!(self.logger, "init ready"; "pid" => self.pid);
+                Ok(())
+            }
+            Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
+            Ok(None) => Err(Error::Init {
+                container: self.id.clone(),
+                message: "init exited before it reported ready".to_owned(),
+            }),
+            Err(source) if source.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout {
+                container: self.id.clone(),
+                step: "report ready",
+                seconds: INIT_TIMEOUT.as_secs(),
+            }),
+            Err(source) => Err(self.sync_error("receive ready from", source)),
+        }
+    }
+
+    /// Kills and reaps the init after a failed create, removes the cgroup and returns the
+    /// original error with the init's exit status added when the init died on its own.
+    fn abandon(mut self, error: Error) -> Error {
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        // The agent's reaper may reap the init first, so ECHILD is expected.
+        let status = waitpid(Pid::from_raw(self.pid), None);
+        debug!(self.logger, "reaped init after failed create"; "pid" => self.pid, "status" => ?status);
+
+        self.destroyed = true;
+        if let Err(cleanup_error) = self.cgroup.remove() {
+            debug!(self.logger, "remove cgroup after failed create"; "error" => %cleanup_error);
+        }
+
+        match (error, status) {
+            (Error::Init { container, message }, Ok(WaitStatus::Exited(_, code))) => Error::Init {
+                container,
+                message: format!("{message} (exit status {code})"),
+            },
+            (error, _) => error,
+        }
+    }
+
+    fn init_error(&self, kind: FailureKind, message: String) -> Error {
+        match kind {
+            FailureKind::ExecutableNotFound { name } => Error::ExecutableNotFound {
+                container: self.id.clone(),
+                name,
+            },
+            FailureKind::InvalidSpec => Error::InvalidSpec(message),
+            FailureKind::System => Error::Init {
+                container: self.id.clone(),
+                message,
+            },
+        }
+    }
+
+    fn sync_error(&self, operation: &'static str, source: std::io::Error) -> Error {
+        Error::Sync {
+            container: self.id.clone(),
+            operation,
+            source,
+        }
+    }
+}
+
+/// Checks the parts of the spec that must hold before anything is cloned, and returns
+/// the container's cgroup path.
+fn check_spec(config: &ContainerConfig) -> Result<PathBuf, Error> {
+    let root = config
+        .spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("spec has no root".to_owned()))?;
+    let root_path = root.path();
+    if !root_path.is_absolute() {
+        return Err(Error::InvalidSpec(format!(
+            "root path {} must be absolute",
+            root_path.display()
+        )));
+    }
+    if !root_path.is_dir() {
+        return Err(Error::RootfsMissing {
+            path: root_path.clone(),
+        });
+    }
+
+    let process = config
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("spec has no process".to_owned()))?;
+    if process.args().iter().flatten().next().is_none() {
+        return Err(Error::InvalidSpec("process.args is empty".to_owned()));
+    }
+
+    let namespaces = config
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().clone())
+        .unwrap_or_default();
+    for unsupported in [LinuxNamespaceType::User, LinuxNamespaceType::Time] {
+        if namespaces
+            .iter()
+            .any(|namespace| namespace.typ() == unsupported)
+        {
+            // NOTE: user namespaces need uid and gid maps and time namespaces clock
+            // offsets, which the launcher does not write yet.
+            return Err(Error::InvalidSpec(format!(
+                "{unsupported:?} namespaces are not supported"
+            )));
+        }
+    }
+    if !namespaces
+        .iter()
+        .any(|namespace| namespace.typ() == LinuxNamespaceType::Mount)
+    {
+        // Without its own mount namespace the init would mount onto the caller's tree.
+        return Err(Error::InvalidSpec("spec has no mount namespace".to_owned()));
+    }
+    let new_uts = namespaces
+        .iter()
+        .any(|namespace| namespace.typ() == LinuxNamespaceType::Uts);
+    if config
+        .spec
+        .hostname()
+        .as_ref()
+        .is_some_and(|name| !name.is_empty())
+        && !new_uts
+    {
+        return Err(Error::InvalidSpec(
+            "hostname is set but the spec has no uts namespace".to_owned(),
+        ));
+    }
+
+    cgroups::relative_path(&config.spec, &config.id, &config.cgroup_parent)
+}
+
+/// Finds out how the init enters its pid namespace, opening the namespace to join.
+fn pid_namespace(spec: &Spec) -> Result<PidNamespace, Error> {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().clone())
+        .unwrap_or_default();
+    let Some(namespace) = namespaces
+        .iter()
+        .find(|namespace| namespace.typ() == LinuxNamespaceType::Pid)
+    else {
+        return Ok(PidNamespace::Inherit);
+    };
+    let Some(path) = namespace.path() else {
+        return Ok(PidNamespace::New);
+    };
+    let file = File::open(path).map_err(|source| {
+        Error::InvalidSpec(format!("open pid namespace {}: {source}", path.display()))
+    })?;
+    Ok(PidNamespace::Join(file.into()))
+}
+
+/// Creates the stdio pipes and the sync socket pair, all close-on-exec.
+fn open_fds(id: &str) -> Result<(CallerFds, ChildFds), Error> {
+    let prepare = |resource: &'static str| {
+        move |source: std::io::Error| Error::Prepare {
+            container: id.to_owned(),
+            resource,
+            source,
+        }
+    };
+    let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+        Ok((above_stdio(read)?, above_stdio(write)?))
+    };
+
+    let (stdin_read, stdin_write) = pipe().map_err(prepare("stdin pipe"))?;
+    let (stdout_read, stdout_write) = pipe().map_err(prepare("stdout pipe"))?;
+    let (stderr_read, stderr_write) = pipe().map_err(prepare("stderr pipe"))?;
+    let (caller_sync, child_sync) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)
+    .and_then(|(caller, child)| Ok((above_stdio(caller)?, above_stdio(child)?)))
+    .map_err(prepare("sync socket"))?;
+
+    let caller = CallerFds {
+        stdin: stdin_write,
+        stdout: stdout_read,
+        stderr: stderr_read,
+        sync: caller_sync,
+    };
+    let child = ChildFds {
+        stdin: stdin_read,
+        stdout: stdout_write,
+        stderr: stderr_write,
+        sync: child_sync,
+    };
+    Ok((caller, child))
+}
+
+/// Logs the spec mounts the init leaves out, because the init cannot log.
+fn log_skipped_mounts(spec: &Spec, logger: &Logger) {
+    for mount in spec.mounts().iter().flatten() {
+        if mount.typ().as_deref() == Some("cgroup") {
+            debug!(logger, "skipping cgroup mount"; "destination" => %mount.destination().display());
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Errors of the launcher. Each variant names the step, the value it acted on and the
+//! underlying cause, so a message reads like `mount proc on /proc: permission denied`.
+
+use std::path::PathBuf;
+
+/// A failure while creating, starting or destroying a container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(String),
+
+    #[error("rootfs {path} is missing or not a directory")]
+    RootfsMissing { path: PathBuf },
+
+    #[error("executable {name:?} not found in $PATH of container {container}")]
+    ExecutableNotFound { container: String, name: String },
+
+    #[error("container {0} was already started")]
+    AlreadyStarted(String),
+
+    #[error("container {0} is not running")]
+    NotRunning(String),
+
+    #[error("prepare {resource} for container {container}: {source}")]
+    Prepare {
+        container: String,
+        resource: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("clone init process {program} for container {container}: {source}")]
+    Clone {
+        container: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{operation} {path}: {source}")]
+    Cgroup {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("write {value:?} to {path}: {source}")]
+    CgroupWrite {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid cgroup value {value:?} for {key}: {reason}")]
+    CgroupValue {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("{operation} sync socket of container {container}: {source}")]
+    Sync {
+        container: String,
+        operation: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("init of container {container} failed: {message}")]
+    Init { container: String, message: String },
+
+    #[error("init of container {container} did not {step} within {seconds} s")]
+    Timeout {
+        container: String,
+        step: &'static str,
+        seconds: u64,
+    },
+
+    #[error("kill init {pid} of container {container}: {source}")]
+    Kill {
+        container: String,
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("wait for process {pid}: {source}")]
+    Wait {
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl Error {
+    /// Reports whether the error comes from the caller's input (a bad spec value, a missing
+    /// rootfs or executable) rather than from the system, so the agent can map it to
+    /// INVALID_ARGUMENT.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidSpec(_)
+                | Error::RootfsMissing { .. }
+                | Error::ExecutableNotFound { .. }
+                | Error::CgroupValue { .. }
+        )
+    }
+}

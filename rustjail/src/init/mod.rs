@@ -1,0 +1,140 @@
+//! The init process of a container.
+//!
+//! [`init_main`] runs in a fresh single-threaded process started by the caller, so unlike
+//! the clone in `spawn`, it may allocate and use the standard library. It reads its
+//! configuration from fd 3, sets the container up, reports ready, waits for start and
+//! becomes the user process by `execve`. Every failure goes back over fd 3 as a message
+//! naming the step and the value.
+
+mod devices;
+mod mount_options;
+mod mounts;
+mod namespaces;
+mod process;
+mod resolve;
+mod rootfs;
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::stat::{fstat, SFlag};
+
+use crate::sync::{recv_message, send_message, FailureKind, FromInit, ToInit};
+
+/// Descriptor of the sync socket in the init, installed by the caller's clone.
+const SYNC_FD: i32 = 3;
+
+/// Exit status when the init fails before or instead of executing the user process.
+const FAILURE_EXIT_CODE: i32 = 127;
+
+/// A failed init step, sent to the caller as [`FromInit::Error`].
+#[derive(Debug)]
+pub(crate) struct InitError {
+    kind: FailureKind,
+    message: String,
+}
+
+impl InitError {
+    pub fn system(message: impl Display) -> InitError {
+        InitError {
+            kind: FailureKind::System,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn invalid_spec(message: impl Display) -> InitError {
+        InitError {
+            kind: FailureKind::InvalidSpec,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Returns a closure that turns a cause into an [`InitError`] naming `step`, for
+/// `map_err`.
+pub(crate) fn failed<E: Display>(step: impl Display) -> impl FnOnce(E) -> InitError {
+    move |cause| InitError::system(format!("{step}: {cause}"))
+}
+
+/// Runs the container init: reads the configuration from fd 3, sets up the container
+/// and `execve`s the user process when the caller starts it. Never returns.
+///
+/// Call it first thing in `main` of the program named by `InitCommand`, before any
+/// thread is started, because joining a mount namespace requires a single thread.
+pub fn init_main() -> ! {
+    let sync = match take_sync_socket() {
+        Ok(sync) => sync,
+        Err(message) => {
+            eprintln!("rustjail init: {message}");
+            std::process::exit(FAILURE_EXIT_CODE);
+        }
+    };
+
+    let error = match run(sync.as_fd()) {
+        Ok(never) => match never {},
+        Err(error) => error,
+    };
+    // The caller may be gone, and then there is no one left to tell.
+    let _ = send_message(
+        sync.as_fd(),
+        &FromInit::Error {
+            kind: error.kind,
+            message: error.message,
+        },
+    );
+    std::process::exit(FAILURE_EXIT_CODE)
+}
+
+/// Takes ownership of fd 3 after checking it is a socket, and marks it close-on-exec so
+/// that a successful exec of the user process closes it.
+fn take_sync_socket() -> Result<OwnedFd, String> {
+    // SAFETY: fd 3 is the sync socket that the caller's clone installed with dup2, and
+    // nothing else in this process refers to it. The fstat below rejects a program run by
+    // hand with no socket there before the descriptor is used.
+    let sync = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };
+
+    let stat = fstat(&sync).map_err(|errno| {
+        format!("fd {SYNC_FD} is not open ({errno}); start the init through rustjail")
+    })?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        std::mem::forget(sync);
+        return Err(format!(
+            "fd {SYNC_FD} is not the sync socket; start the init through rustjail"
+        ));
+    }
+    fcntl(&sync, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|errno| format!("set close-on-exec on fd {SYNC_FD}: {errno}"))?;
+    Ok(sync)
+}
+
+fn run(sync: BorrowedFd<'_>) -> Result<Infallible, InitError> {
+    let config =
+        match recv_message::<ToInit>(sync, None).map_err(failed("receive configuration"))? {
+            Some(ToInit::Config(config)) => config,
+            Some(ToInit::Start) => {
+                return Err(InitError::system("received start before the configuration"))
+            }
+            None => std::process::exit(FAILURE_EXIT_CODE),
+        };
+    let spec = &config.spec;
+
+    namespaces::enter(spec)?;
+    rootfs::set_up(spec)?;
+    let prepared = process::prepare(spec)?;
+
+    send_message(sync, &FromInit::Ready).map_err(failed("send ready"))?;
+    match recv_message::<ToInit>(sync, None).map_err(failed("receive start"))? {
+        Some(ToInit::Start) => {}
+        Some(ToInit::Config(_)) => {
+            return Err(InitError::system(
+                "received a second configuration instead of start",
+            ))
+        }
+        // The caller dropped the container before starting it.
+        None => std::process::exit(FAILURE_EXIT_CODE),
+    }
+
+    Err(process::exec(prepared))
+}

@@ -1,0 +1,140 @@
+//! The spec's mounts, made inside the container's root before `pivot_root`.
+//!
+//! Every destination is resolved inside the root (see `resolve`), and the mount goes onto
+//! the resolved descriptor through `/proc/self/fd/N`, so a symbolic link in the image
+//! cannot move it elsewhere.
+
+use std::fs;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::Mount;
+
+use super::mount_options::{self, MountOptions};
+use super::resolve::{open_in_root, Create};
+use super::{failed, InitError};
+
+/// Makes one spec mount under `root`. `cgroup` mounts are left out.
+pub(crate) fn mount_entry(root: BorrowedFd<'_>, entry: &Mount) -> Result<(), InitError> {
+    let destination = entry.destination();
+    if !destination.is_absolute() {
+        return Err(InitError::invalid_spec(format!(
+            "mount destination {} must be absolute",
+            destination.display()
+        )));
+    }
+    let kind = entry.typ().as_deref().unwrap_or("");
+    if kind == "cgroup" {
+        // NOTE: cgroup mounts are skipped, so the container has no cgroupfs. The caller
+        // logs each skipped mount.
+        return Ok(());
+    }
+    let options = mount_options::parse(entry.options().as_deref().unwrap_or_default());
+    let is_bind = options.bind || kind == "bind";
+    let step = || {
+        format!(
+            "mount {kind} {} on {}",
+            source_text(entry),
+            destination.display()
+        )
+    };
+
+    let create = if is_bind && !entry.source().as_deref().is_some_and(Path::is_dir) {
+        Create::File
+    } else {
+        Create::Directory
+    };
+    let target = open_in_root(root, destination, create)
+        .map_err(failed(format_args!("{}: resolve destination", step())))?;
+
+    if is_bind {
+        bind_mount(root, entry, &options, &target).map_err(failed(step()))?;
+    } else {
+        let source = entry
+            .source()
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(kind));
+        let data = options.data.join(",");
+        let data = (!data.is_empty()).then_some(data.as_str());
+        mount(
+            Some(&source),
+            &fd_path(&target),
+            Some(kind),
+            options.flags,
+            data,
+        )
+        .map_err(failed(step()))?;
+    }
+
+    for flag in &options.propagation {
+        let mounted = open_in_root(root, destination, Create::Nothing).map_err(failed(step()))?;
+        mount(
+            None::<&str>,
+            &fd_path(&mounted),
+            None::<&str>,
+            *flag,
+            None::<&str>,
+        )
+        .map_err(failed(format_args!("{}: set propagation {flag:?}", step())))?;
+    }
+    Ok(())
+}
+
+/// Bind-mounts the source, then remounts with the flags, which a bind mount ignores on
+/// its first call.
+fn bind_mount(
+    root: BorrowedFd<'_>,
+    entry: &Mount,
+    options: &MountOptions,
+    target: &OwnedFd,
+) -> Result<(), String> {
+    let source = entry
+        .source()
+        .as_deref()
+        .ok_or("bind mount has no source")?;
+    if fs::symlink_metadata(source).is_err() {
+        return Err(format!("source {} does not exist", source.display()));
+    }
+    let mut flags = MsFlags::MS_BIND;
+    if options.recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(
+        Some(source),
+        &fd_path(target),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|errno| errno.to_string())?;
+
+    if options.flags.is_empty() {
+        return Ok(());
+    }
+    // The descriptor opened before the mount refers to the directory underneath it, so
+    // the remount needs a new one that crosses into the bind mount.
+    let mounted = open_in_root(root, entry.destination(), Create::Nothing)
+        .map_err(|error| format!("reopen: {error}"))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | options.flags;
+    mount(
+        None::<&str>,
+        &fd_path(&mounted),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|errno| format!("remount with {:?}: {errno}", options.flags))
+}
+
+/// Returns the path through which mount(2) reaches the file behind `fd`.
+pub(crate) fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn source_text(entry: &Mount) -> String {
+    entry
+        .source()
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |source| source.display().to_string())
+}
