@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install the Debian packages that building Berth and running its tests need.
+# Packages that are already installed are left alone, so a second run changes nothing.
+# Rust itself is not installed here, because CI machines come with a rustup toolchain.
+set -euo pipefail
+
+# gcc and libc6-dev: rustc links through the system C compiler.
+# busybox-static: the tests and the demo build their container root filesystem from it.
+# iproute2: `ip`, to look into the network namespaces the agent creates when debugging.
+packages=(gcc libc6-dev busybox-static iproute2)
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "ci/deps.sh: must run as root to install packages" >&2
+    exit 1
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    if [[ $status != "install ok installed" ]]; then
+        missing+=("$package")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "ci/deps.sh: all packages present: ${packages[*]}"
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null; then
+    echo "ci/deps.sh: apt-get not found; install these packages by hand: ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "ci/deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
