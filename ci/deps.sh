@@ -7,7 +7,9 @@ set -euo pipefail
 # gcc and libc6-dev: rustc links through the system C compiler.
 # busybox-static: the tests and the demo build their container root filesystem from it.
 # iproute2: `ip`, to look into the network namespaces the agent creates when debugging.
-packages=(gcc libc6-dev busybox-static iproute2)
+# libseccomp-dev and pkg-config: rustjail links libseccomp to load seccomp profiles.
+# e2fsprogs and util-linux: storage tests make ext4 images on loop devices they create.
+packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 e2fsprogs util-linux)
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "ci/deps.sh: must run as root to install packages" >&2

@@ -16,16 +16,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{ContainerState, Hooks, LinuxNamespaceType, LinuxSeccomp, Spec};
 use slog::{debug, Logger};
 
 use crate::cgroups::{self, Cgroup};
 use crate::error::Error;
+use crate::hooks::HookPoint;
 use crate::spawn::{above_stdio, spawn_init, ChildFds, PidNamespace};
-use crate::sync::{recv_message, send_message, FailureKind, FromInit, InitConfig, ToInit};
+use crate::sync::{recv_reply, send_message, FailureKind, FromInit, InitConfig, ToInit};
 
 /// How long the caller waits for the init to report ready or to exec the user process.
-const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to start the init process: the agent re-executes itself (`/proc/self/exe init`),
 /// tests run the `rustjail-init` binary.
@@ -48,41 +49,71 @@ pub struct ContainerConfig {
     pub logger: Logger,
 }
 
+/// Options of [`Container::create_with`] beyond the spec. `Default` gives the behaviour
+/// of [`Container::create`].
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// Enter the rootfs with `MS_MOVE` and `chroot` instead of `pivot_root`, for a caller
+    /// whose own root is a ramfs that cannot be pivoted away from. Weaker: a process with
+    /// `CAP_SYS_CHROOT` can reach the old root.
+    pub no_pivot: bool,
+    /// Bundle directory reported to hooks in the OCI state. Defaults to the parent of
+    /// `root.path`.
+    pub bundle: Option<PathBuf>,
+}
+
 /// A created container whose init process waits for [`Container::start`].
 ///
 /// Dropping a `Container` neither kills the init nor removes the cgroup: call
 /// [`Container::destroy`].
 pub struct Container {
-    id: String,
-    pid: i32,
-    cgroup: Cgroup,
+    pub(crate) id: String,
+    pub(crate) pid: i32,
+    pub(crate) cgroup: Cgroup,
     sync: Option<OwnedFd>,
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
+    terminal: Option<OwnedFd>,
+    /// Seccomp profile of the container, which processes started by `exec` get too.
+    pub(crate) seccomp: Option<LinuxSeccomp>,
+    pub(crate) hooks: Option<Hooks>,
+    pub(crate) bundle: PathBuf,
+    pub(crate) annotations: Option<std::collections::HashMap<String, String>>,
     started: bool,
-    destroyed: bool,
-    logger: Logger,
+    pub(crate) destroyed: bool,
+    pub(crate) logger: Logger,
 }
 
-/// The caller's ends of the init's standard streams.
-struct CallerFds {
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    sync: OwnedFd,
+/// The caller's ends of a process's standard streams and sync socket.
+pub(crate) struct CallerFds {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub sync: OwnedFd,
 }
 
 impl Container {
     /// Creates the container and returns once its init reported ready. Blocks for at most
     /// about [`INIT_TIMEOUT`].
     pub fn create(config: ContainerConfig) -> Result<Container, Error> {
+        Container::create_with(config, LaunchOptions::default())
+    }
+
+    /// Creates the container as [`Container::create`] does, with `options`.
+    ///
+    /// The createRuntime and prestart hooks run in the caller's namespaces once the init
+    /// exists, and createContainer hooks in the init's namespaces after the mounts. A
+    /// failing hook fails create.
+    pub fn create_with(
+        config: ContainerConfig,
+        options: LaunchOptions,
+    ) -> Result<Container, Error> {
         let logger = config
             .logger
             .new(slog::o!("container" => config.id.clone()));
         let relative_cgroup = check_spec(&config)?;
         let pid_namespace = pid_namespace(&config.spec)?;
-        log_skipped_mounts(&config.spec, &logger);
 
         let (caller_fds, child_fds) = open_fds(&config.id)?;
         let pid =
@@ -96,6 +127,17 @@ impl Container {
         drop(child_fds);
         debug!(logger, "cloned init"; "pid" => pid);
 
+        let linux = config.spec.linux().as_ref();
+        let bundle = options.bundle.clone().unwrap_or_else(|| {
+            let root = config
+                .spec
+                .root()
+                .as_ref()
+                .map(|root| root.path().as_path());
+            root.and_then(Path::parent)
+                .unwrap_or(Path::new("/"))
+                .to_path_buf()
+        });
         let mut container = Container {
             id: config.id.clone(),
             pid,
@@ -104,11 +146,16 @@ impl Container {
             stdin: Some(caller_fds.stdin),
             stdout: Some(caller_fds.stdout),
             stderr: Some(caller_fds.stderr),
+            terminal: None,
+            seccomp: linux.and_then(|linux| linux.seccomp().clone()),
+            hooks: config.spec.hooks().clone(),
+            bundle,
+            annotations: config.spec.annotations().clone(),
             started: false,
             destroyed: false,
             logger,
         };
-        match container.set_up(config, &relative_cgroup) {
+        match container.set_up(config, &options, &relative_cgroup) {
             Ok(()) => Ok(container),
             Err(error) => Err(container.abandon(error)),
         }
@@ -131,13 +178,17 @@ impl Container {
         // The sync socket is close-on-exec in the init, so end of file means the exec
         // succeeded. A message means it failed.
         let deadline = Instant::now() + INIT_TIMEOUT;
-        match recv_message::<FromInit>(sync.as_fd(), Some(deadline)) {
+        let mut unexpected_terminal = None;
+        match recv_reply(sync.as_fd(), deadline, &mut unexpected_terminal) {
             Ok(None) => {
                 debug!(self.logger, "started user process"; "pid" => self.pid);
+                // Poststart hooks run after the user process started, and their failure
+                // is logged only: the process runs already.
+                self.run_hooks_logged(HookPoint::Poststart, ContainerState::Running);
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
-            Ok(Some(FromInit::Ready)) => Err(Error::Init {
+            Ok(Some(FromInit::Ready | FromInit::Terminal)) => Err(Error::Init {
                 container: self.id.clone(),
                 message: "init reported ready again instead of executing the user process"
                     .to_owned(),
@@ -175,12 +226,19 @@ impl Container {
         self.stderr.take()
     }
 
+    /// Master of the process's pseudo-terminal when the spec sets `process.terminal`.
+    /// The stdio pipes are then unused.
+    pub fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.terminal.take()
+    }
+
     pub fn cgroup(&self) -> &Cgroup {
         &self.cgroup
     }
 
     /// Kills the init with SIGKILL and removes the cgroup. Idempotent. It does not reap
-    /// the init, which stays the caller's child.
+    /// the init, which stays the caller's child. The poststop hooks run once, after the
+    /// cgroup is removed; their failures are logged only.
     pub fn destroy(&mut self) -> Result<(), Error> {
         // A second SIGKILL could hit a recycled pid once the caller has reaped the init,
         // so the kill happens once.
@@ -198,13 +256,21 @@ impl Container {
                 }
             }
             debug!(self.logger, "killed init"; "pid" => self.pid);
+            let removed = self.cgroup.remove();
+            self.run_hooks_logged(HookPoint::Poststop, ContainerState::Stopped);
+            return removed;
         }
         self.cgroup.remove()
     }
 
     /// Creates the cgroup, moves the init into it, sends the configuration and waits
     /// for ready.
-    fn set_up(&mut self, config: ContainerConfig, relative_cgroup: &Path) -> Result<(), Error> {
+    fn set_up(
+        &mut self,
+        config: ContainerConfig,
+        options: &LaunchOptions,
+        relative_cgroup: &Path,
+    ) -> Result<(), Error> {
         let resources = config
             .spec
             .linux()
@@ -213,6 +279,7 @@ impl Container {
         self.cgroup = Cgroup::create(
             &config.cgroup_root,
             relative_cgroup,
+            Path::new(&config.cgroup_parent),
             resources,
             &self.logger,
         )?;
@@ -221,21 +288,28 @@ impl Container {
         let Some(sync) = self.sync.as_ref().map(AsFd::as_fd) else {
             return Err(Error::NotRunning(self.id.clone()));
         };
+        // The runtime's own hooks see the init in its cgroup but before its setup.
+        self.run_hooks(HookPoint::CreateRuntime, ContainerState::Creating)?;
+        self.run_hooks(HookPoint::Prestart, ContainerState::Creating)?;
+
         let message = ToInit::Config(Box::new(InitConfig {
             container_id: config.id,
+            cgroup_dirs: self.cgroup.mount_dirs(&config.cgroup_root),
             spec: config.spec,
+            no_pivot: options.no_pivot,
+            state: self.state_json(ContainerState::Creating),
         }));
         send_message(sync, &message)
             .map_err(|source| self.sync_error("send configuration to", source))?;
 
         let deadline = Instant::now() + INIT_TIMEOUT;
-        match recv_message::<FromInit>(sync, Some(deadline)) {
+        match recv_reply(sync, deadline, &mut self.terminal) {
             Ok(Some(FromInit::Ready)) => {
                 debug!(self.logger, "init ready"; "pid" => self.pid);
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
-            Ok(None) => Err(Error::Init {
+            Ok(Some(FromInit::Terminal)) | Ok(None) => Err(Error::Init {
                 container: self.id.clone(),
                 message: "init exited before it reported ready".to_owned(),
             }),
@@ -270,7 +344,7 @@ impl Container {
         }
     }
 
-    fn init_error(&self, kind: FailureKind, message: String) -> Error {
+    pub(crate) fn init_error(&self, kind: FailureKind, message: String) -> Error {
         match kind {
             FailureKind::ExecutableNotFound { name } => Error::ExecutableNotFound {
                 container: self.id.clone(),
@@ -284,7 +358,7 @@ impl Container {
         }
     }
 
-    fn sync_error(&self, operation: &'static str, source: std::io::Error) -> Error {
+    pub(crate) fn sync_error(&self, operation: &'static str, source: std::io::Error) -> Error {
         Error::Sync {
             container: self.id.clone(),
             operation,
@@ -322,6 +396,7 @@ fn check_spec(config: &ContainerConfig) -> Result<PathBuf, Error> {
     if process.args().iter().flatten().next().is_none() {
         return Err(Error::InvalidSpec("process.args is empty".to_owned()));
     }
+    crate::init::check_cwd(process.cwd()).map_err(Error::InvalidSpec)?;
 
     let namespaces = config
         .spec
@@ -389,7 +464,7 @@ fn pid_namespace(spec: &Spec) -> Result<PidNamespace, Error> {
 }
 
 /// Creates the stdio pipes and the sync socket pair, all close-on-exec.
-fn open_fds(id: &str) -> Result<(CallerFds, ChildFds), Error> {
+pub(crate) fn open_fds(id: &str) -> Result<(CallerFds, ChildFds), Error> {
     let prepare = |resource: &'static str| {
         move |source: std::io::Error| Error::Prepare {
             container: id.to_owned(),
@@ -428,13 +503,4 @@ fn open_fds(id: &str) -> Result<(CallerFds, ChildFds), Error> {
         sync: child_sync,
     };
     Ok((caller, child))
-}
-
-/// Logs the spec mounts the init leaves out, because the init cannot log.
-fn log_skipped_mounts(spec: &Spec, logger: &Logger) {
-    for mount in spec.mounts().iter().flatten() {
-        if mount.typ().as_deref() == Some("cgroup") {
-            debug!(logger, "skipping cgroup mount"; "destination" => %mount.destination().display());
-        }
-    }
 }

@@ -86,6 +86,21 @@ pub enum Error {
         source: nix::Error,
     },
 
+    #[error("container {container}: {source}")]
+    Hook {
+        container: String,
+        #[source]
+        source: crate::hooks::HookError,
+    },
+
+    #[error("{operation} terminal {fd}: {source}")]
+    Terminal {
+        operation: &'static str,
+        fd: i32,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("wait for process {pid}: {source}")]
     Wait {
         pid: i32,

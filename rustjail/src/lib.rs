@@ -5,18 +5,35 @@
 //! filesystem and the process attributes, reports ready, and `execve`s the user process
 //! only when the caller calls [`Container::start`]. The caller owns the init process: it
 //! is the caller's direct child, and the caller reaps it.
+//!
+//! [`Container::exec`] starts further processes in a running container the same way, and
+//! they are the caller's children too. Hooks are the exception: rustjail starts each
+//! through a helper child cloned with exit signal 0 instead of SIGCHLD, and reaps the
+//! helper itself. The rule for a caller's SIGCHLD reaper is therefore to call
+//! `waitpid(-1, ...)` or `waitid(P_ALL, ...)` without `__WALL` and `__WCLONE`, because
+//! such a call never returns a helper. The hook itself is the helper's child.
 
 mod cgroups;
 mod container;
+mod control;
 mod error;
+mod exec;
+mod hooks;
 mod init;
 mod spawn;
+mod state;
 mod sync;
+mod terminal;
 
-pub use cgroups::Cgroup;
-pub use container::{Container, ContainerConfig, InitCommand};
+pub use cgroups::{
+    BlkioEntry, Cgroup, CgroupStats, CpuStats, HugetlbStats, MemoryStats, PidsStats,
+};
+pub use container::{Container, ContainerConfig, InitCommand, LaunchOptions};
 pub use error::Error;
+pub use exec::ExecProcess;
+pub use hooks::HookError;
 pub use init::init_main;
+pub use terminal::resize_terminal;
 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;

@@ -3,20 +3,37 @@
 //! Between `clone` and `execve` the child runs on a copy of one thread of a process whose
 //! other threads may hold locks (the allocator's among them). It therefore makes only raw
 //! system calls on memory prepared before the clone: no allocation, no locks, no panics.
+//!
+//! The child never executes the init program from the filesystem. It executes a sealed
+//! in-memory copy (see [`sealed_program`]), so that a container process reaching the init
+//! through `/proc/<pid>/exe` finds a file that cannot be written, and the binary on disk
+//! stays out of its reach.
 
 use std::ffi::{CString, OsStr};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sched::{setns, CloneFlags};
+use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
 
 use crate::container::InitCommand;
 
-/// Lowest descriptor the caller's copies may use, so that the `dup2` calls onto 0 to 3 in
+/// Lowest descriptor the caller's copies may use, so that the `dup2` calls onto 0 to 4 in
 /// the child never overwrite a source descriptor before it was copied.
-const FIRST_FREE_FD: RawFd = 4;
+const FIRST_FREE_FD: RawFd = 5;
+
+/// Descriptor of the sealed init program in the child between `clone` and `execveat`.
+/// It is close-on-exec, so the init itself never has it.
+const PROGRAM_FD: RawFd = 4;
+
+/// Sealed copies of init programs, made once per program and kept for the life of the
+/// process, because every container of a process runs the same program.
+static SEALED_PROGRAMS: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
 
 /// The descriptors the init receives as 0, 1, 2 and 3.
 pub(crate) struct ChildFds {
@@ -52,8 +69,8 @@ pub(crate) fn spawn_init(
     fds: &ChildFds,
     pid_namespace: PidNamespace,
 ) -> io::Result<i32> {
-    let program = to_cstring(command.program.as_os_str())?;
-    let mut argv = vec![program.clone()];
+    let sealed = sealed_program(&command.program)?;
+    let mut argv = vec![to_cstring(command.program.as_os_str())?];
     for arg in &command.args {
         argv.push(to_cstring(arg)?);
     }
@@ -62,11 +79,12 @@ pub(crate) fn spawn_init(
         fds.stdout.as_raw_fd(),
         fds.stderr.as_raw_fd(),
         fds.sync.as_raw_fd(),
+        sealed.as_raw_fd(),
     ];
 
     match pid_namespace {
-        PidNamespace::Inherit => clone_and_exec(&program, &argv, raw_fds, false),
-        PidNamespace::New => clone_and_exec(&program, &argv, raw_fds, true),
+        PidNamespace::Inherit => clone_and_exec(&argv, raw_fds, false),
+        PidNamespace::New => clone_and_exec(&argv, raw_fds, true),
         PidNamespace::Join(namespace) => {
             // setns(CLONE_NEWPID) changes the pid namespace of the calling thread's future
             // children only, so a short-lived thread joins it and clones there, leaving the
@@ -75,7 +93,7 @@ pub(crate) fn spawn_init(
                 scope
                     .spawn(|| {
                         setns(&namespace, CloneFlags::CLONE_NEWPID)?;
-                        clone_and_exec(&program, &argv, raw_fds, false)
+                        clone_and_exec(&argv, raw_fds, false)
                     })
                     .join()
                     .map_err(|_| io::Error::other("thread joining the pid namespace panicked"))?
@@ -93,12 +111,38 @@ fn to_cstring(value: &OsStr) -> io::Result<CString> {
     })
 }
 
-fn clone_and_exec(
-    program: &CString,
-    argv: &[CString],
-    fds: [RawFd; 4],
-    new_pid_namespace: bool,
-) -> io::Result<i32> {
+/// Returns a sealed memfd holding a copy of `program`, created on first use.
+///
+/// The seals forbid any write, growth or shrinking, and further seal changes, so a
+/// process that opens the init's `/proc/<pid>/exe`, even for writing, cannot change the
+/// code that later containers run. The copy costs the program's size in memory once.
+pub(crate) fn sealed_program(program: &Path) -> io::Result<Arc<OwnedFd>> {
+    let mut sealed = SEALED_PROGRAMS
+        .lock()
+        .map_err(|_| io::Error::other("lock of the sealed init programs is poisoned"))?;
+    if let Some((_, fd)) = sealed.iter().find(|(path, _)| path == program) {
+        return Ok(Arc::clone(fd));
+    }
+
+    let memfd = memfd_create(
+        "rustjail-init",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut copy = File::from(memfd);
+    let mut source = File::open(program)?;
+    io::copy(&mut source, &mut copy)?;
+
+    let memfd = OwnedFd::from(copy);
+    fcntl_add_seals(
+        &memfd,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )?;
+    let fd = Arc::new(above_stdio(memfd)?);
+    sealed.push((program.to_path_buf(), Arc::clone(&fd)));
+    Ok(fd)
+}
+
+fn clone_and_exec(argv: &[CString], fds: [RawFd; 5], new_pid_namespace: bool) -> io::Result<i32> {
     let mut argv_pointers: Vec<*const libc::c_char> = argv.iter().map(|arg| arg.as_ptr()).collect();
     argv_pointers.push(std::ptr::null());
     // The init reads everything it needs from the sync socket, so it gets no environment.
@@ -119,38 +163,43 @@ fn clone_and_exec(
     if pid == 0 {
         // SAFETY: this is the child of the clone above, and every pointer refers to memory
         // prepared before the clone, which the child's copy of the address space contains.
-        unsafe {
-            exec_in_child(
-                program.as_ptr(),
-                argv_pointers.as_ptr(),
-                envp_pointers.as_ptr(),
-                fds,
-            )
-        }
+        unsafe { exec_in_child(argv_pointers.as_ptr(), envp_pointers.as_ptr(), fds) }
     }
     Ok(pid as i32)
 }
 
-/// Installs the init's descriptors and executes it. Runs in the freshly cloned child.
+/// Installs the init's descriptors and executes the sealed program. Runs in the freshly
+/// cloned child.
 ///
 /// # Safety
 ///
-/// Call only in a child of `clone` with fork semantics. `program`, `argv` and `envp` must
-/// be valid C strings and null-terminated arrays of them.
+/// Call only in a child of `clone` with fork semantics. `argv` and `envp` must be
+/// null-terminated arrays of valid C strings. `fds` contains stdin, stdout, stderr, the sync
+/// socket and the sealed program, each at least `FIRST_FREE_FD`.
 unsafe fn exec_in_child(
-    program: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
-    fds: [RawFd; 4],
+    fds: [RawFd; 5],
 ) -> ! {
+    let [stdin, stdout, stderr, sync, program] = fds;
+
     // dup2 clears FD_CLOEXEC on the copy, so exactly descriptors 0 to 3 survive execve.
-    for (target, source) in fds.into_iter().enumerate() {
+    for (target, source) in [stdin, stdout, stderr, sync].into_iter().enumerate() {
         // SAFETY: dup2 is async-signal-safe and every source is an open descriptor of at
         // least FIRST_FREE_FD, so no earlier dup2 replaced it.
         if unsafe { libc::dup2(source, target as RawFd) } < 0 {
             // SAFETY: _exit is async-signal-safe and does not run the parent's atexit handlers.
             unsafe { libc::_exit(126) };
         }
+    }
+
+    // The program stays close-on-exec: execveat reads an ELF binary before it closes the
+    // descriptor, and the init must not inherit it.
+    // SAFETY: dup3 is async-signal-safe and `program` is an open descriptor above
+    // PROGRAM_FD, so the two differ.
+    if unsafe { libc::dup3(program, PROGRAM_FD, libc::O_CLOEXEC) } < 0 {
+        // SAFETY: _exit is async-signal-safe and does not run the parent's atexit handlers.
+        unsafe { libc::_exit(126) };
     }
 
     // Descriptors the caller opened without O_CLOEXEC would otherwise leak into the
@@ -167,6 +216,222 @@ unsafe fn exec_in_child(
     if closed != 0 {
         // SAFETY: as above, _exit is async-signal-safe.
         unsafe { libc::_exit(125) };
+    }
+
+    // NOTE: a close-on-exec descriptor cannot start a `#!` script, because the kernel
+    // closes it before the interpreter opens the script, so the init program must be an
+    // ELF binary.
+    // SAFETY: the caller guarantees valid, null-terminated arguments, and the empty path
+    // with AT_EMPTY_PATH makes the kernel execute PROGRAM_FD itself.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            PROGRAM_FD,
+            c"".as_ptr(),
+            argv,
+            envp,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    // SAFETY: as above, _exit is async-signal-safe.
+    unsafe { libc::_exit(127) }
+}
+
+/// A hook started by [`spawn_hook`]: the helper process that runs it and reports its
+/// status.
+pub(crate) struct HookChild {
+    pub pid: i32,
+    /// Refers to the helper even after its pid is reused, and becomes readable on exit.
+    pub pidfd: OwnedFd,
+}
+
+/// Starts `program` with `argv` and `envp` through a helper process, its stdin, stdout and
+/// stderr taken from `stdio`. The helper's exit code is the hook's exit code, or 128
+/// plus the number of the signal that killed it.
+///
+/// The helper is cloned with exit signal 0 instead of SIGCHLD, which makes it a "clone"
+/// child: `waitpid(-1, ...)` without `__WALL` or `__WCLONE` never returns it, so a
+/// caller's SIGCHLD reaper cannot take its status first. The kernel resets the exit
+/// signal to SIGCHLD on `execve`, so the helper never executes anything itself. The hook
+/// is the helper's own child, which the helper reaps. It dies with the helper through
+/// `PR_SET_PDEATHSIG`, so killing the helper on a timeout kills the hook too.
+pub(crate) fn spawn_hook(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    stdio: [RawFd; 3],
+) -> io::Result<HookChild> {
+    let mut argv_pointers: Vec<*const libc::c_char> = argv.iter().map(|arg| arg.as_ptr()).collect();
+    argv_pointers.push(std::ptr::null());
+    let mut envp_pointers: Vec<*const libc::c_char> = envp.iter().map(|var| var.as_ptr()).collect();
+    envp_pointers.push(std::ptr::null());
+    let mut pidfd: libc::c_int = -1;
+
+    let flags = libc::CLONE_PIDFD as libc::c_ulong;
+    // SAFETY: as in clone_and_exec, a clone without CLONE_VM and with a null stack has
+    // fork semantics. CLONE_PIDFD makes the kernel write the pidfd to `pidfd`, which
+    // outlives the call. The child branch only makes async-signal-safe calls.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0usize,
+            &mut pidfd as *mut libc::c_int,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: this is the child of the clone above, and every pointer refers to memory
+        // prepared before the clone.
+        unsafe {
+            run_hook_helper(
+                program.as_ptr(),
+                argv_pointers.as_ptr(),
+                envp_pointers.as_ptr(),
+                stdio,
+            )
+        }
+    }
+    // SAFETY: the kernel created `pidfd` for this process in the clone, and nothing else
+    // owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(HookChild {
+        pid: pid as i32,
+        pidfd,
+    })
+}
+
+/// The helper of [`spawn_hook`]: starts the hook, waits for it and exits with its status.
+///
+/// # Safety
+///
+/// Call only in a child of `clone` with fork semantics, with valid C strings and
+/// null-terminated arrays, and with `stdio` descriptors of at least 3.
+unsafe fn run_hook_helper(
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    stdio: [RawFd; 3],
+) -> ! {
+    // Handlers copied from the caller must not run here, for example to write to the
+    // caller's signal pipe when the hook exits. The hook unblocks the signals again.
+    // SAFETY: an all-ones mask is a valid sigset_t, and sigprocmask is async-signal-safe.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+    // SAFETY: getpid is async-signal-safe.
+    let helper = unsafe { libc::getpid() };
+
+    // The helper has copies of every descriptor of the caller, the write end of the
+    // hook's stdin among them, and the hook would never read end of file while they are
+    // open. Only the hook's stdio stays.
+    for (target, source) in stdio.into_iter().enumerate() {
+        // SAFETY: dup2 is async-signal-safe, and every source is at least 3, so no earlier
+        // dup2 replaced it.
+        if unsafe { libc::dup2(source, target as RawFd) } < 0 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(126) };
+        }
+    }
+    // SAFETY: close_range only closes descriptors of this process.
+    let closed = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    if closed != 0 {
+        // SAFETY: as above, _exit is async-signal-safe.
+        unsafe { libc::_exit(125) };
+    }
+
+    // SAFETY: as above, fork semantics; the child only makes async-signal-safe calls.
+    let hook = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if hook < 0 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(126) };
+    }
+    if hook == 0 {
+        // SAFETY: the caller's guarantees carry over to this grandchild.
+        unsafe { exec_hook(helper, program, argv, envp) }
+    }
+
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid is async-signal-safe and `status` outlives the call.
+        let reaped = unsafe { libc::waitpid(hook as libc::pid_t, &mut status, 0) };
+        if reaped == hook as libc::pid_t {
+            break;
+        }
+        // SAFETY: __errno_location is async-signal-safe and returns this thread's errno.
+        if reaped < 0 && unsafe { *libc::__errno_location() } != libc::EINTR {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(126) };
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// Executes the hook with the stdio the helper installed. Runs in the helper's child.
+///
+/// # Safety
+///
+/// As for [`run_hook_helper`]; `helper` is the pid of the parent.
+unsafe fn exec_hook(
+    helper: libc::pid_t,
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> ! {
+    // SAFETY: prctl and getppid are async-signal-safe. The check after the prctl catches
+    // a helper that died before it took effect.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != helper {
+            libc::_exit(126);
+        }
+    }
+
+    // The caller may ignore SIGPIPE, as the Rust runtime does, and the helper blocked
+    // every signal. Both would survive execve.
+    // SAFETY: a zeroed sigaction with SIG_DFL installs no handler. sigaction and
+    // sigprocmask are async-signal-safe.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
 
     // SAFETY: the caller guarantees valid, null-terminated arguments.

@@ -3,14 +3,20 @@
 //! The socket is `SOCK_SEQPACKET`. A message is a JSON document sent as one header
 //! packet holding its length (8 bytes, little endian) followed by data packets of at
 //! most [`CHUNK_SIZE`] bytes, because a whole spec may exceed what one packet can carry.
+//! A descriptor (the terminal master) follows its announcing message as one packet of one
+//! byte carrying `SCM_RIGHTS`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recv, send, MsgFlags};
+use nix::sys::socket::{
+    recv, recvmsg, send, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags,
+};
+use oci_spec::runtime::{LinuxSeccomp, Process};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -25,12 +31,32 @@ const MAX_MESSAGE_SIZE: u64 = 16 * 1024 * 1024;
 pub(crate) struct InitConfig {
     pub container_id: String,
     pub spec: oci_spec::runtime::Spec,
+    /// Enter the rootfs with `MS_MOVE` and `chroot` instead of `pivot_root`.
+    pub no_pivot: bool,
+    /// OCI state of the container in JSON, the input of the hooks the init runs.
+    pub state: String,
+    /// The container's cgroup directory in each hierarchy, as (directory of the
+    /// hierarchy below the cgroup mount point, host path), for `cgroup` mounts. The
+    /// directory is empty on a pure v2 layout.
+    pub cgroup_dirs: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Configuration of a process started in a running container.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ExecConfig {
+    pub container_id: String,
+    /// Pid of the container's init in the caller's pid namespace, whose namespaces the
+    /// new process joins.
+    pub target_pid: i32,
+    pub process: Process,
+    pub seccomp: Option<LinuxSeccomp>,
 }
 
 /// Messages from the caller to the init.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToInit {
     Config(Box<InitConfig>),
+    Exec(Box<ExecConfig>),
     Start,
 }
 
@@ -47,7 +73,81 @@ pub(crate) enum FailureKind {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromInit {
     Ready,
-    Error { kind: FailureKind, message: String },
+    /// The next packet carries the master of the process's terminal.
+    Terminal,
+    Error {
+        kind: FailureKind,
+        message: String,
+    },
+}
+
+/// Receives the next message from the init. A terminal master announced on the way is
+/// stored in `terminal`, so the result is `Ready`, `Error` or `None` at end of file.
+pub(crate) fn recv_reply(
+    fd: BorrowedFd<'_>,
+    deadline: Instant,
+    terminal: &mut Option<OwnedFd>,
+) -> io::Result<Option<FromInit>> {
+    loop {
+        match recv_message::<FromInit>(fd, Some(deadline))? {
+            Some(FromInit::Terminal) => *terminal = Some(recv_fd(fd, deadline)?),
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Sends `passed` as `SCM_RIGHTS` in a packet of one byte.
+pub(crate) fn send_fd(fd: BorrowedFd<'_>, passed: BorrowedFd<'_>) -> io::Result<()> {
+    let data = [0u8];
+    let payload = [IoSlice::new(&data)];
+    let fds = [passed.as_raw_fd()];
+    let control = [ControlMessage::ScmRights(&fds)];
+    loop {
+        match sendmsg::<()>(
+            fd.as_raw_fd(),
+            &payload,
+            &control,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Receives a descriptor sent by [`send_fd`], close-on-exec.
+fn recv_fd(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<OwnedFd> {
+    wait_readable(fd, deadline)?;
+    let mut data = [0u8; 1];
+    let mut payload = [IoSliceMut::new(&mut data)];
+    let mut control = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let message = loop {
+        match recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut payload,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(message) => break message,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    };
+
+    let mut received = None;
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+            for raw in fds {
+                // SAFETY: the kernel installed `raw` in this process for this message, so
+                // nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                received.get_or_insert(owned);
+            }
+        }
+    }
+    received.ok_or_else(|| invalid_data("descriptor packet carries no descriptor".to_owned()))
 }
 
 /// Sends `message` as a header packet and data packets.

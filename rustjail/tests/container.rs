@@ -193,10 +193,16 @@ fn spec_mounts_are_visible() {
             "{expected} missing from {mount_points:?}"
         );
     }
-    assert!(
-        !mount_points.contains(&"/sys/fs/cgroup"),
-        "cgroup mount is skipped: {mount_points:?}"
-    );
+    for cgroup in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/unified",
+    ] {
+        assert!(
+            mount_points.contains(&cgroup),
+            "{cgroup} missing from {mount_points:?}"
+        );
+    }
     let data_line = output
         .stdout
         .lines()

@@ -1,11 +1,16 @@
 //! Container cgroups on v1, hybrid and v2 layouts.
 //!
 //! A [`Cgroup`] records the directories it created, so that [`Cgroup::remove`] deletes
-//! exactly those, deepest first, and never a parent that existed before.
+//! exactly those, deepest first. A parent that existed before is removed only when it is
+//! the shared parent directory of the launcher's containers and has become empty, so the
+//! last container removes it even when another one created it.
 
+mod block_io;
+mod freezer;
 mod layout;
 mod path;
 mod resources;
+mod stats;
 
 use std::fs;
 use std::io;
@@ -20,6 +25,7 @@ use crate::error::Error;
 use layout::Hierarchy;
 
 pub(crate) use path::relative_path;
+pub use stats::{BlkioEntry, CgroupStats, CpuStats, HugetlbStats, MemoryStats, PidsStats};
 
 /// How long [`Cgroup::remove`] retries a directory that is busy because killed processes
 /// have not exited yet.
@@ -33,14 +39,19 @@ pub struct Cgroup {
     paths: Vec<PathBuf>,
     /// Directories this cgroup created, parents before children.
     created: Vec<PathBuf>,
+    /// Ancestors of the container's directories inside the shared parent cgroup, deepest
+    /// first. `remove` tries each once, whichever container created it.
+    shared_ancestors: Vec<PathBuf>,
 }
 
 impl Cgroup {
     /// Creates the directory `relative` in every hierarchy under `root` and applies
-    /// `resources`. Removes what it created when a step fails.
+    /// `resources`. Removes what it created when a step fails. `shared_parent` is the
+    /// parent cgroup of all the launcher's containers, such as `berth`.
     pub(crate) fn create(
         root: &Path,
         relative: &Path,
+        shared_parent: &Path,
         resources: Option<&LinuxResources>,
         logger: &Logger,
     ) -> Result<Cgroup, Error> {
@@ -50,6 +61,7 @@ impl Cgroup {
             ..Cgroup::default()
         };
 
+        cgroup.shared_ancestors = shared_ancestors(&cgroup.hierarchies, relative, shared_parent);
         if let Err(error) = cgroup
             .create_directories(relative)
             .and_then(|()| cgroup.apply(resources, logger))
@@ -65,8 +77,10 @@ impl Cgroup {
         Ok(cgroup)
     }
 
-    /// Removes the directories this cgroup created, deepest first. A missing directory
-    /// counts as removed, so a second call succeeds.
+    /// Removes the directories this cgroup created, deepest first, then tries once to
+    /// remove each ancestor inside the shared parent, which stays while another
+    /// container is in it. A missing directory counts as removed, so a second call
+    /// succeeds.
     pub fn remove(&self) -> Result<(), Error> {
         let deadline = Instant::now() + REMOVE_TIMEOUT;
         let mut first_error = None;
@@ -81,12 +95,47 @@ impl Cgroup {
                 });
             }
         }
+
+        for directory in &self.shared_ancestors {
+            match fs::remove_dir(directory) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound || is_busy(&error) => {}
+                Err(source) => {
+                    first_error.get_or_insert(Error::Cgroup {
+                        operation: "remove shared parent cgroup",
+                        path: directory.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Applies `resources` to the existing directories, for a live update.
+    pub(crate) fn update(&self, resources: &LinuxResources, logger: &Logger) -> Result<(), Error> {
+        self.apply(Some(resources), logger)
     }
 
     /// Returns the container's directory in each hierarchy.
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
+    }
+
+    /// Returns, for each hierarchy, its mount point relative to `root` (empty when the
+    /// hierarchy is mounted at `root` itself) and the container's directory in it.
+    pub(crate) fn mount_dirs(&self, root: &Path) -> Vec<(PathBuf, PathBuf)> {
+        self.hierarchies
+            .iter()
+            .zip(&self.paths)
+            .map(|(hierarchy, path)| {
+                let relative = hierarchy
+                    .mount_point
+                    .strip_prefix(root)
+                    .unwrap_or(Path::new(""));
+                (relative.to_path_buf(), path.clone())
+            })
+            .collect()
     }
 
     /// Moves process `pid` into the container's directory of every hierarchy.
@@ -124,6 +173,12 @@ impl Cgroup {
         Ok(())
     }
 
+    pub(crate) fn hierarchies(&self) -> impl Iterator<Item = (&Hierarchy, &Path)> {
+        self.hierarchies
+            .iter()
+            .zip(self.paths.iter().map(PathBuf::as_path))
+    }
+
     fn apply(&self, resources: Option<&LinuxResources>, logger: &Logger) -> Result<(), Error> {
         let Some(resources) = resources else {
             return Ok(());
@@ -135,6 +190,33 @@ impl Cgroup {
             .collect();
         resources::apply(&targets, resources, logger)
     }
+}
+
+/// Returns, deepest first, the directories of every hierarchy between the hierarchy root
+/// and `relative` that lie inside `shared_parent`: `berth` for `berth/c1`, and nothing
+/// when `relative` is not below `shared_parent`.
+fn shared_ancestors(
+    hierarchies: &[Hierarchy],
+    relative: &Path,
+    shared_parent: &Path,
+) -> Vec<PathBuf> {
+    let parent = shared_parent.strip_prefix("/").unwrap_or(shared_parent);
+    if parent.as_os_str().is_empty() || !relative.starts_with(parent) {
+        return Vec::new();
+    }
+    let inside: Vec<&Path> = relative
+        .ancestors()
+        .skip(1)
+        .filter(|ancestor| ancestor.starts_with(parent))
+        .collect();
+
+    let mut ancestors = Vec::new();
+    for hierarchy in hierarchies {
+        for ancestor in &inside {
+            ancestors.push(hierarchy.mount_point.join(ancestor));
+        }
+    }
+    ancestors
 }
 
 /// Removes one cgroup directory. A leaf is retried with back-off while its processes
@@ -160,4 +242,24 @@ fn is_busy(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EBUSY) | Some(libc::ENOTEMPTY)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_ancestors_stay_inside_parent() {
+        let hierarchies = [Hierarchy {
+            mount_point: PathBuf::from("/cg/memory"),
+            controllers: vec!["memory".to_owned()],
+            unified: false,
+        }];
+
+        let nested = shared_ancestors(&hierarchies, Path::new("a/b/c1"), Path::new("/a/b"));
+        let other = shared_ancestors(&hierarchies, Path::new("kubepods/c1"), Path::new("berth"));
+
+        assert_eq!(nested, [PathBuf::from("/cg/memory/a/b")]);
+        assert!(other.is_empty());
+    }
 }

@@ -13,6 +13,7 @@ use oci_spec::runtime::{
 };
 use slog::{warn, Logger};
 
+use super::block_io;
 use super::layout::Hierarchy;
 use crate::error::Error;
 
@@ -69,21 +70,23 @@ pub(super) fn apply(
     {
         apply_devices(targets, rules, logger)?;
     }
-    // NOTE: blkio/io, hugetlb, network, rdma and `unified` limits are not applied yet.
+    if let Some(block_io) = resources.block_io() {
+        block_io::apply_block_io(targets, block_io)?;
+    }
+    if let Some(limits) = resources.hugepage_limits().as_deref() {
+        block_io::apply_hugepages(targets, limits)?;
+    }
+    // NOTE: network, rdma and `unified` limits are not applied yet.
     Ok(())
 }
 
 fn apply_memory(targets: &[(&Hierarchy, &Path)], memory: &LinuxMemory) -> Result<(), Error> {
     let (hierarchy, directory) = find(targets, "memory")?;
 
-    if let Some(limit) = memory.limit() {
-        let value = memory_value("memory.limit", limit, hierarchy.unified)?;
-        let file = if hierarchy.unified {
-            "memory.max"
-        } else {
-            "memory.limit_in_bytes"
-        };
-        write_controller_file(hierarchy, directory, "memory", file, &value)?;
+    if hierarchy.unified {
+        apply_memory_limits_v2(hierarchy, directory, memory)?;
+    } else {
+        apply_memory_limits_v1(directory, memory)?;
     }
     if let Some(reservation) = memory.reservation() {
         let value = memory_value("memory.reservation", reservation, hierarchy.unified)?;
@@ -94,8 +97,104 @@ fn apply_memory(targets: &[(&Hierarchy, &Path)], memory: &LinuxMemory) -> Result
         };
         write_controller_file(hierarchy, directory, "memory", file, &value)?;
     }
-    // NOTE: memory.swap, kernel memory and swappiness are not applied yet.
+
+    if let Some(swappiness) = memory.swappiness() {
+        if hierarchy.unified {
+            return Err(unsupported_on_v2("memory.swappiness", swappiness));
+        }
+        if swappiness > 100 {
+            return Err(Error::CgroupValue {
+                key: "memory.swappiness",
+                value: swappiness.to_string(),
+                reason: "must be between 0 and 100".to_owned(),
+            });
+        }
+        write_file(
+            &directory.join("memory.swappiness"),
+            &swappiness.to_string(),
+        )?;
+    }
+    if memory.disable_oom_killer() == Some(true) {
+        if hierarchy.unified {
+            return Err(unsupported_on_v2("memory.disableOOMKiller", true));
+        }
+        write_file(&directory.join("memory.oom_control"), "1")?;
+    }
+    // NOTE: kernel memory limits are deprecated in the runtime spec and not applied.
     Ok(())
+}
+
+fn unsupported_on_v2(key: &'static str, value: impl ToString) -> Error {
+    Error::CgroupValue {
+        key,
+        value: value.to_string(),
+        reason: "cgroup v2 has no such setting".to_owned(),
+    }
+}
+
+/// Writes the memory limit and the memory plus swap limit of a v1 cgroup. The kernel
+/// keeps the swap limit at least as high as the memory limit at every step, so a rising
+/// limit goes after the swap limit and a falling one before it.
+fn apply_memory_limits_v1(directory: &Path, memory: &LinuxMemory) -> Result<(), Error> {
+    let limit = memory
+        .limit()
+        .map(|limit| memory_value("memory.limit", limit, false))
+        .transpose()?;
+    let swap = memory
+        .swap()
+        .map(|swap| memory_value("memory.swap", swap, false))
+        .transpose()?;
+    let limit_file = directory.join("memory.limit_in_bytes");
+    let swap_file = directory.join("memory.memsw.limit_in_bytes");
+
+    match (limit, swap) {
+        (Some(limit), Some(swap)) => {
+            if write_file(&limit_file, &limit).is_ok() {
+                write_file(&swap_file, &swap)
+            } else {
+                write_file(&swap_file, &swap)?;
+                write_file(&limit_file, &limit)
+            }
+        }
+        (Some(limit), None) => write_file(&limit_file, &limit),
+        (None, Some(swap)) => write_file(&swap_file, &swap),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Writes `memory.max` and `memory.swap.max`. The spec's swap is memory plus swap, and v2
+/// limits swap alone, so the difference is written.
+fn apply_memory_limits_v2(
+    hierarchy: &Hierarchy,
+    directory: &Path,
+    memory: &LinuxMemory,
+) -> Result<(), Error> {
+    if let Some(limit) = memory.limit() {
+        let value = memory_value("memory.limit", limit, true)?;
+        write_controller_file(hierarchy, directory, "memory", "memory.max", &value)?;
+    }
+    let Some(swap) = memory.swap() else {
+        return Ok(());
+    };
+    let value = match (swap, memory.limit()) {
+        (-1, _) => "max".to_owned(),
+        (swap, Some(limit)) if limit >= 0 && swap >= limit => (swap - limit).to_string(),
+        (swap, Some(-1)) | (swap, None) if swap >= 0 => {
+            return Err(Error::CgroupValue {
+                key: "memory.swap",
+                value: swap.to_string(),
+                reason: "needs memory.limit on cgroup v2, where swap is limited apart".to_owned(),
+            })
+        }
+        (swap, _) => {
+            return Err(Error::CgroupValue {
+                key: "memory.swap",
+                value: swap.to_string(),
+                reason: "must be -1 or at least memory.limit".to_owned(),
+            })
+        }
+    };
+    write_controller_file(hierarchy, directory, "memory", "memory.swap.max", &value)
 }
 
 /// Formats a byte count where -1 means unlimited.
@@ -257,7 +356,7 @@ fn device_rule(rule: &LinuxDeviceCgroup) -> Result<String, Error> {
 }
 
 /// Finds the hierarchy that controls `controller`, preferring a v1 mount over a v2 one.
-fn find<'a>(
+pub(super) fn find<'a>(
     targets: &[(&'a Hierarchy, &'a Path)],
     controller: &str,
 ) -> Result<(&'a Hierarchy, &'a Path), Error> {
@@ -281,7 +380,7 @@ fn find<'a>(
 }
 
 /// Writes `value` to `file` in `directory`, enabling the v2 controller first.
-fn write_controller_file(
+pub(super) fn write_controller_file(
     hierarchy: &Hierarchy,
     directory: &Path,
     controller: &str,
@@ -343,7 +442,7 @@ pub(super) fn inherit_cpuset(parent: &Path, directory: &Path) -> Result<(), Erro
     Ok(())
 }
 
-pub(super) fn write_file(path: &Path, value: &str) -> Result<(), Error> {
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), Error> {
     fs::write(path, value).map_err(|source| Error::CgroupWrite {
         path: path.to_path_buf(),
         value: value.to_owned(),

@@ -6,13 +6,20 @@
 //! becomes the user process by `execve`. Every failure goes back over fd 3 as a message
 //! naming the step and the value.
 
+mod capabilities;
+mod cgroup_mount;
 mod devices;
+mod exec;
 mod mount_options;
 mod mounts;
 mod namespaces;
 mod process;
 mod resolve;
 mod rootfs;
+mod seccomp;
+mod sysctl;
+mod terminal;
+mod user;
 
 use std::convert::Infallible;
 use std::fmt::Display;
@@ -21,7 +28,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::stat::{fstat, SFlag};
 
-use crate::sync::{recv_message, send_message, FailureKind, FromInit, ToInit};
+use crate::sync::{recv_message, send_message, FailureKind, FromInit, InitConfig, ToInit};
 
 /// Descriptor of the sync socket in the init, installed by the caller's clone.
 const SYNC_FD: i32 = 3;
@@ -56,6 +63,26 @@ impl InitError {
 /// `map_err`.
 pub(crate) fn failed<E: Display>(step: impl Display) -> impl FnOnce(E) -> InitError {
     move |cause| InitError::system(format!("{step}: {cause}"))
+}
+
+/// Runs the hooks of `point` from the init, with `state` changed to `status`.
+pub(crate) fn run_hooks(
+    point: crate::hooks::HookPoint,
+    config: &InitConfig,
+    status: &str,
+) -> Result<(), InitError> {
+    let mut state: serde_json::Value =
+        serde_json::from_str(&config.state).unwrap_or(serde_json::Value::Null);
+    if let Some(object) = state.as_object_mut() {
+        object.insert("status".to_owned(), serde_json::Value::from(status));
+    }
+    crate::hooks::run_all(point, config.spec.hooks().as_ref(), &state.to_string())
+        .map_err(|error| InitError::system(error.to_string()))
+}
+
+/// Checks `process.cwd` as the init will, so the caller can reject it before cloning.
+pub(crate) fn check_cwd(cwd: &std::path::Path) -> Result<(), String> {
+    process::check_cwd(cwd).map_err(|error| error.message)
 }
 
 /// Runs the container init: reads the configuration from fd 3, sets up the container
@@ -110,24 +137,39 @@ fn take_sync_socket() -> Result<OwnedFd, String> {
 }
 
 fn run(sync: BorrowedFd<'_>) -> Result<Infallible, InitError> {
-    let config =
-        match recv_message::<ToInit>(sync, None).map_err(failed("receive configuration"))? {
-            Some(ToInit::Config(config)) => config,
-            Some(ToInit::Start) => {
-                return Err(InitError::system("received start before the configuration"))
-            }
-            None => std::process::exit(FAILURE_EXIT_CODE),
-        };
+    match recv_message::<ToInit>(sync, None).map_err(failed("receive configuration"))? {
+        Some(ToInit::Config(config)) => run_container(sync, &config),
+        Some(ToInit::Exec(config)) => exec::run(sync, &config),
+        Some(ToInit::Start) => Err(InitError::system("received start before the configuration")),
+        None => std::process::exit(FAILURE_EXIT_CODE),
+    }
+}
+
+/// Sets up a new container, reports ready, and executes the user process on start.
+fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible, InitError> {
     let spec = &config.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::invalid_spec("spec has no process"))?;
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.seccomp().as_ref());
 
     namespaces::enter(spec)?;
-    rootfs::set_up(spec)?;
-    let prepared = process::prepare(spec)?;
+    // createContainer hooks run during the rootfs setup and see the new names.
+    process::set_host_names(spec)?;
+    rootfs::set_up(spec, config)?;
+    if process.terminal().unwrap_or(false) {
+        terminal::set_up(sync)?;
+    }
+    let prepared = process::prepare(process, seccomp)?;
 
     send_message(sync, &FromInit::Ready).map_err(failed("send ready"))?;
     match recv_message::<ToInit>(sync, None).map_err(failed("receive start"))? {
         Some(ToInit::Start) => {}
-        Some(ToInit::Config(_)) => {
+        Some(ToInit::Config(_) | ToInit::Exec(_)) => {
             return Err(InitError::system(
                 "received a second configuration instead of start",
             ))
@@ -135,6 +177,7 @@ fn run(sync: BorrowedFd<'_>) -> Result<Infallible, InitError> {
         // The caller dropped the container before starting it.
         None => std::process::exit(FAILURE_EXIT_CODE),
     }
+    run_hooks(crate::hooks::HookPoint::StartContainer, config, "created")?;
 
     Err(process::exec(prepared))
 }

@@ -11,12 +11,18 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Mount;
 
+use super::cgroup_mount;
 use super::mount_options::{self, MountOptions};
 use super::resolve::{open_in_root, Create};
 use super::{failed, InitError};
 
-/// Makes one spec mount under `root`. `cgroup` mounts are left out.
-pub(crate) fn mount_entry(root: BorrowedFd<'_>, entry: &Mount) -> Result<(), InitError> {
+/// Makes one spec mount under `root`. A `cgroup` mount shows the container's own cgroup
+/// directories, `cgroup_dirs` (see `cgroup_mount`).
+pub(crate) fn mount_entry(
+    root: BorrowedFd<'_>,
+    entry: &Mount,
+    cgroup_dirs: &[(PathBuf, PathBuf)],
+) -> Result<(), InitError> {
     let destination = entry.destination();
     if !destination.is_absolute() {
         return Err(InitError::invalid_spec(format!(
@@ -25,12 +31,10 @@ pub(crate) fn mount_entry(root: BorrowedFd<'_>, entry: &Mount) -> Result<(), Ini
         )));
     }
     let kind = entry.typ().as_deref().unwrap_or("");
-    if kind == "cgroup" {
-        // NOTE: cgroup mounts are skipped, so the container has no cgroupfs. The caller
-        // logs each skipped mount.
-        return Ok(());
-    }
     let options = mount_options::parse(entry.options().as_deref().unwrap_or_default());
+    if kind == "cgroup" || kind == "cgroup2" {
+        return cgroup_mount::mount_cgroups(root, destination, &options, cgroup_dirs);
+    }
     let is_bind = options.bind || kind == "bind";
     let step = || {
         format!(

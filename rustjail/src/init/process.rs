@@ -1,19 +1,26 @@
 //! Process attributes of the container and the final `execve` of the user process.
+//!
+//! The order matters: the OOM score and rlimits need the init's privileges, the bounding
+//! set shrinks before the user switch, and the other capability sets, no_new_privileges
+//! and seccomp come last, right before `execve` (see [`exec`]).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
+use libseccomp::ScmpFilterContext;
 use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{access, chdir, execve, setgroups, setresgid, setresuid, AccessFlags, Gid, Uid};
-use oci_spec::runtime::{PosixRlimitType, Process, Spec};
+use oci_spec::runtime::{LinuxSeccomp, PosixRlimitType, Process, Spec};
 use rustix::process::{setrlimit, Resource, Rlimit};
 
-use super::{failed, InitError};
+use super::capabilities::{self, CapabilitySets};
+use super::user::{self, ResolvedUser};
+use super::{failed, seccomp, InitError};
 use crate::sync::FailureKind;
 
-/// Search path used when the container's environment has no `PATH`.
+/// Search path when the container's environment has no `PATH`, the one runc sets.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// File mode creation mask when `process.user.umask` is not set.
@@ -25,30 +32,42 @@ pub(crate) struct Prepared {
     argv: Vec<CString>,
     envp: Vec<CString>,
     umask: u32,
+    capabilities: CapabilitySets,
+    no_new_privileges: bool,
+    seccomp: Option<ScmpFilterContext>,
 }
 
-/// Sets hostname, rlimits, working directory and user, then finds the executable. Runs
-/// after `pivot_root`, so every path is inside the container.
-pub(crate) fn prepare(spec: &Spec) -> Result<Prepared, InitError> {
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| InitError::invalid_spec("spec has no process"))?;
+/// Sets the OOM score, rlimits, user and working directory, then finds the executable
+/// and compiles the seccomp filter. Runs inside the container's mount namespace and root,
+/// so every path is the container's.
+pub(crate) fn prepare(
+    process: &Process,
+    seccomp_profile: Option<&LinuxSeccomp>,
+) -> Result<Prepared, InitError> {
     let args = process.args().clone().unwrap_or_default();
-    let env = process.env().clone().unwrap_or_default();
     let Some(name) = args.first() else {
         return Err(InitError::invalid_spec("process.args is empty"));
     };
+    check_cwd(process.cwd())?;
+    let capability_sets = CapabilitySets::from_spec(process.capabilities().as_ref())?;
 
-    set_host_names(spec)?;
-    set_rlimits(process)?;
-    enter_working_directory(process.cwd())?;
-    switch_user(process)?;
-    if process.no_new_privileges().unwrap_or(false) {
-        rustix::thread::set_no_new_privs(true).map_err(failed("set no_new_privileges"))?;
+    if let Some(score) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string())
+            .map_err(failed(format_args!("set oom_score_adj to {score}")))?;
     }
+    set_rlimits(process)?;
+    let resolved = user::resolve(process.user())?;
+    create_working_directory(process.cwd())?;
 
+    capabilities::drop_bounding(&capability_sets)?;
+    capabilities::keep_across_setuid(true)?;
+    switch_user(&resolved)?;
+    capabilities::keep_across_setuid(false)?;
+    enter_working_directory(process.cwd())?;
+
+    let env = with_default_env(process.env().clone().unwrap_or_default(), &resolved);
     let program = find_executable(name, &env)?;
+    let seccomp = seccomp_profile.map(seccomp::compile).transpose()?;
     Ok(Prepared {
         program: to_cstring(program.as_os_str().as_bytes(), "executable path")?,
         argv: args
@@ -60,15 +79,18 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Prepared, InitError> {
             .map(|entry| to_cstring(entry.as_bytes(), "process.env"))
             .collect::<Result<_, _>>()?,
         umask: process.user().umask().unwrap_or(DEFAULT_UMASK),
+        capabilities: capability_sets,
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        seccomp,
     })
 }
 
 /// Replaces the init with the user process. Returns only on failure.
 pub(crate) fn exec(prepared: Prepared) -> InitError {
-    if let Err(error) = reset_signals() {
-        return error;
+    match finish(&prepared) {
+        Ok(()) => {}
+        Err(error) => return error,
     }
-    umask(Mode::from_bits_truncate(prepared.umask));
 
     let errno = match execve(&prepared.program, &prepared.argv, &prepared.envp) {
         Ok(never) => match never {},
@@ -77,7 +99,53 @@ pub(crate) fn exec(prepared: Prepared) -> InitError {
     InitError::system(format!("exec {:?}: {errno}", prepared.program))
 }
 
-fn set_host_names(spec: &Spec) -> Result<(), InitError> {
+/// Resets signals, sets the umask and capabilities, and loads the seccomp filter, the last
+/// steps before `execve`. Loading a filter without no_new_privileges needs
+/// `CAP_SYS_ADMIN`, so such a filter goes in before the capabilities drop, and then the
+/// profile must allow the remaining setup calls. With no_new_privileges the filter is
+/// the very last step.
+fn finish(prepared: &Prepared) -> Result<(), InitError> {
+    reset_signals()?;
+    umask(Mode::from_bits_truncate(prepared.umask));
+    close_on_exec_above_stdio()?;
+
+    let filter = prepared.seccomp.as_ref();
+    if let Some(filter) = filter.filter(|_| !prepared.no_new_privileges) {
+        seccomp::load(filter)?;
+    }
+    capabilities::apply(&prepared.capabilities)?;
+    if prepared.no_new_privileges {
+        rustix::thread::set_no_new_privs(true).map_err(failed("set no_new_privileges"))?;
+        if let Some(filter) = filter {
+            seccomp::load(filter)?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above stdio close-on-exec, so that none of the init's, opened
+/// by a library or inherited, reaches the user process.
+fn close_on_exec_above_stdio() -> Result<(), InitError> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors of
+    // this process and closes none.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if result != 0 {
+        return Err(failed("mark descriptors above stdio close-on-exec")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets the hostname and domainname of a new container.
+pub(crate) fn set_host_names(spec: &Spec) -> Result<(), InitError> {
     if let Some(hostname) = spec.hostname().as_deref().filter(|name| !name.is_empty()) {
         rustix::system::sethostname(hostname.as_bytes())
             .map_err(failed(format_args!("set hostname {hostname:?}")))?;
@@ -127,45 +195,100 @@ fn resource(kind: PosixRlimitType) -> Resource {
     }
 }
 
-/// Changes into `process.cwd`, creating it when missing, as runc does for images whose
-/// working directory is not in the image.
-fn enter_working_directory(cwd: &Path) -> Result<(), InitError> {
+/// Rejects a relative `process.cwd` and one that goes through `/proc/<pid>/fd`, where
+/// a descriptor of the runtime could lead outside the container's root.
+pub(crate) fn check_cwd(cwd: &Path) -> Result<(), InitError> {
     if !cwd.is_absolute() {
         return Err(InitError::invalid_spec(format!(
             "process.cwd {} must be absolute",
             cwd.display()
         )));
     }
+    let names: Vec<&std::ffi::OsStr> = cwd
+        .components()
+        .filter_map(|component| match component {
+            Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    let through_fd = names.windows(3).any(|window| {
+        window[0] == "proc" && matches!(window[2].to_str(), Some("fd" | "cwd" | "root"))
+    });
+    if through_fd {
+        return Err(InitError::invalid_spec(format!(
+            "process.cwd {} goes through a /proc descriptor link, which could lead outside \
+             the container; use a path inside the container",
+            cwd.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `process.cwd` when missing, as runc does for images whose working directory
+/// is not in the image. Runs before the user switch, so root creates it.
+fn create_working_directory(cwd: &Path) -> Result<(), InitError> {
     std::fs::create_dir_all(cwd).map_err(failed(format_args!(
         "create working directory {}",
-        cwd.display()
-    )))?;
-    chdir(cwd).map_err(failed(format_args!(
-        "change to working directory {}",
         cwd.display()
     )))
 }
 
+/// Changes into `process.cwd` as the container user, and checks that the result lies
+/// inside the container's root: the kernel reports a directory outside it as
+/// unreachable, and then `getcwd` fails.
+fn enter_working_directory(cwd: &Path) -> Result<(), InitError> {
+    chdir(cwd).map_err(failed(format_args!(
+        "change to working directory {}",
+        cwd.display()
+    )))?;
+    match nix::unistd::getcwd() {
+        Ok(path) if path.is_absolute() => Ok(()),
+        Ok(path) => Err(InitError::invalid_spec(format!(
+            "working directory {} is outside the container ({})",
+            cwd.display(),
+            path.display()
+        ))),
+        Err(errno) => Err(InitError::invalid_spec(format!(
+            "working directory {} is outside the container: {errno}",
+            cwd.display()
+        ))),
+    }
+}
+
 /// Sets the supplementary groups, then the gid, then the uid, because after the uid
 /// changes the process may no longer have the right to change its groups.
-fn switch_user(process: &Process) -> Result<(), InitError> {
-    let user = process.user();
+fn switch_user(user: &ResolvedUser) -> Result<(), InitError> {
     let groups: Vec<Gid> = user
-        .additional_gids()
+        .additional_gids
         .iter()
-        .flatten()
         .copied()
         .map(Gid::from_raw)
         .collect();
-    let gid = Gid::from_raw(user.gid());
-    let uid = Uid::from_raw(user.uid());
+    let gid = Gid::from_raw(user.gid);
+    let uid = Uid::from_raw(user.uid);
 
     setgroups(&groups).map_err(failed(format_args!(
         "set additional gids {:?}",
-        user.additional_gids().as_deref().unwrap_or_default()
+        user.additional_gids
     )))?;
     setresgid(gid, gid, gid).map_err(failed(format_args!("set gid {gid}")))?;
     setresuid(uid, uid, uid).map_err(failed(format_args!("set uid {uid}")))
+}
+
+/// Adds `PATH` and `HOME` when the spec leaves them out: `PATH` as runc sets it, `HOME`
+/// from the user's passwd entry or `/`.
+fn with_default_env(mut env: Vec<String>, user: &ResolvedUser) -> Vec<String> {
+    let has = |env: &[String], key: &str| {
+        env.iter()
+            .any(|entry| entry.split_once('=').is_some_and(|(name, _)| name == key))
+    };
+    if !has(&env, "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")));
+    }
+    env
 }
 
 /// Finds `name` as `execvp` does: a name with a slash is used as is, others are looked

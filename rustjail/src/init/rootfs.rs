@@ -9,16 +9,17 @@ use std::path::Path;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{umask, Mode};
 use nix::sys::statvfs::{statvfs, FsFlags};
-use nix::unistd::{chdir, fchdir, pivot_root};
+use nix::unistd::{chdir, chroot, fchdir, pivot_root};
 use oci_spec::runtime::Spec;
 
 use super::mount_options;
 use super::mounts::{fd_path, mount_entry};
 use super::resolve::{open_in_root, Create};
-use super::{devices, failed, InitError};
+use super::{devices, failed, sysctl, InitError};
+use crate::sync::InitConfig;
 
 /// Sets up the root filesystem in the init's new mount namespace and makes it the root.
-pub(crate) fn set_up(spec: &Spec) -> Result<(), InitError> {
+pub(crate) fn set_up(spec: &Spec, config: &InitConfig) -> Result<(), InitError> {
     let root = spec
         .root()
         .as_ref()
@@ -62,7 +63,7 @@ pub(crate) fn set_up(spec: &Spec) -> Result<(), InitError> {
     umask(Mode::empty());
 
     for entry in &mounts {
-        mount_entry(root_fd.as_fd(), entry)?;
+        mount_entry(root_fd.as_fd(), entry, &config.cgroup_dirs)?;
     }
     let dev_is_bind_mounted = mounts.iter().any(|entry| {
         entry.destination() == Path::new("/dev")
@@ -78,7 +79,19 @@ pub(crate) fn set_up(spec: &Spec) -> Result<(), InitError> {
         linux.devices().as_deref().unwrap_or_default(),
     )?;
 
-    enter_root(root_fd.as_fd(), root_path)?;
+    // createContainer hooks run in the container's namespaces with the mounts made, but
+    // still under the caller's root, where their paths are.
+    super::run_hooks(crate::hooks::HookPoint::CreateContainer, config, "creating")?;
+
+    if config.no_pivot {
+        move_root(root_fd.as_fd(), root_path)?;
+    } else {
+        enter_root(root_fd.as_fd(), root_path)?;
+    }
+
+    // Sysctls go in through /proc/sys before the read-only and masked paths, which in
+    // the usual spec cover /proc/sys.
+    sysctl::apply(spec)?;
 
     let new_root = open_directory(Path::new("/")).map_err(failed("open / after pivot_root"))?;
     for path in linux.masked_paths().iter().flatten() {
@@ -161,6 +174,20 @@ fn enter_root(root_fd: BorrowedFd<'_>, root_path: &Path) -> Result<(), InitError
     )
     .map_err(failed(step("make the old root a slave")))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(failed(step("detach the old root")))?;
+    chdir("/").map_err(failed(step("change directory to /")))
+}
+
+/// Makes the rootfs the root by moving its mount onto `/` and `chroot`ing into it, for
+/// callers whose root cannot be pivoted, such as an initramfs. Unlike `pivot_root` this
+/// leaves the old root reachable under the mount stack for a process with
+/// `CAP_SYS_CHROOT`, so it is weaker and only used on request.
+fn move_root(root_fd: BorrowedFd<'_>, root_path: &Path) -> Result<(), InitError> {
+    let step = |what: &str| format!("move root {} onto /: {what}", root_path.display());
+
+    fchdir(root_fd).map_err(failed(step("change directory")))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(failed(step("move mount")))?;
+    chroot(".").map_err(failed(step("chroot")))?;
     chdir("/").map_err(failed(step("change directory to /")))
 }
 

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -14,14 +13,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use oci_spec::runtime::Spec;
-use rustjail::{wait_pid, Container, ContainerConfig, Error, InitCommand};
+use rustjail::{wait_pid, Container, ContainerConfig, Error, InitCommand, LaunchOptions};
 
 /// How long a test waits for a container's user process to exit.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "hostname", "ls", "true", "false", "sleep", "mount", "grep", "pwd",
-    "touch", "stat", "wc", "env", "readlink",
+    "touch", "stat", "wc", "env", "readlink", "stty", "tty", "head", "mkdir", "kill", "tr", "sed",
+    "printf", "cut",
 ];
 
 /// Fails the test when not run as root, because every test here needs real mounts,
@@ -105,10 +105,7 @@ pub fn config(test: &str, spec: Spec) -> ContainerConfig {
         spec,
         cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         cgroup_parent,
-        init: InitCommand {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_rustjail-init")),
-            args: Vec::<OsString>::new(),
-        },
+        init: init_command(),
         logger: logger(),
     }
 }
@@ -122,7 +119,11 @@ pub struct Guard {
 
 impl Guard {
     pub fn create(config: ContainerConfig) -> Result<Guard, Error> {
-        Container::create(config).map(|container| Guard {
+        Guard::create_with(config, LaunchOptions::default())
+    }
+
+    pub fn create_with(config: ContainerConfig, options: LaunchOptions) -> Result<Guard, Error> {
+        Container::create_with(config, options).map(|container| Guard {
             container,
             reaped: false,
         })
@@ -190,6 +191,44 @@ fn read_in_background(fd: OwnedFd) -> mpsc::Receiver<String> {
         let _ = sender.send(text);
     });
     receiver
+}
+
+/// Reads everything from `fd` in a thread; the receiver gets the text at end of file.
+pub fn read_all(fd: OwnedFd) -> mpsc::Receiver<String> {
+    read_in_background(fd)
+}
+
+/// Receives the text of a [`read_all`] reader, waiting at most [`RUN_TIMEOUT`].
+pub fn received(receiver: &mpsc::Receiver<String>) -> String {
+    receiver
+        .recv_timeout(RUN_TIMEOUT)
+        .expect("the stream closes in time")
+}
+
+/// Waits for process `pid`, a child of the test, at most [`RUN_TIMEOUT`].
+pub fn wait_child(pid: i32) -> i32 {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || sender.send(wait_pid(pid)));
+    receiver
+        .recv_timeout(RUN_TIMEOUT)
+        .expect("process exits in time")
+        .unwrap()
+}
+
+/// Returns the command that starts the test init binary.
+pub fn init_command() -> InitCommand {
+    InitCommand {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_rustjail-init")),
+        args: Vec::new(),
+    }
+}
+
+/// Returns `spec` with a writable root filesystem.
+pub fn writable_root(mut spec: Spec) -> Spec {
+    let mut root = spec.root().clone().unwrap();
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+    spec
 }
 
 /// Creates, starts and waits for a container running `spec`.

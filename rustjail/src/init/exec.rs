@@ -1,0 +1,61 @@
+//! A process started in a running container: it joins the namespaces of the container's
+//! init, then sets up its attributes as a new container's process does and executes.
+//!
+//! The caller's clone already placed it in the init's pid namespace, and the caller moved
+//! it into the container's cgroup before sending the configuration, so joining the
+//! cgroup namespace afterwards gives the container's view.
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::MetadataExt;
+
+use nix::sched::{setns, CloneFlags};
+
+use super::{failed, process, terminal, InitError};
+use crate::sync::ExecConfig;
+
+/// Namespaces joined, in order. Mount goes last, because joining it changes the root and
+/// with it the `/proc` the other paths are read from.
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// Joins the container and executes `config.process`. Returns only on failure.
+pub(crate) fn run(sync: BorrowedFd<'_>, config: &ExecConfig) -> Result<Infallible, InitError> {
+    join_namespaces(config.target_pid)?;
+    if config.process.terminal().unwrap_or(false) {
+        terminal::set_up(sync)?;
+    }
+    let prepared = process::prepare(&config.process, config.seccomp.as_ref())?;
+
+    Err(process::exec(prepared))
+}
+
+/// Opens every namespace of `pid` that differs from this process's, then joins them.
+/// All are opened first, because after joining the mount namespace `/proc/<pid>` names
+/// another process or none.
+fn join_namespaces(pid: i32) -> Result<(), InitError> {
+    let mut to_join = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let path = format!("/proc/{pid}/ns/{name}");
+        let target = File::open(&path).map_err(failed(format_args!("open {path}")))?;
+        let own_path = format!("/proc/self/ns/{name}");
+        let own = std::fs::metadata(&own_path).map_err(failed(format_args!("stat {own_path}")))?;
+        let theirs = target
+            .metadata()
+            .map_err(failed(format_args!("stat {path}")))?;
+        if (own.dev(), own.ino()) != (theirs.dev(), theirs.ino()) {
+            to_join.push((path, target, *flag));
+        }
+    }
+
+    for (path, target, flag) in to_join {
+        setns(&target, flag).map_err(failed(format_args!("join namespace {path}")))?;
+    }
+    Ok(())
+}
