@@ -52,8 +52,7 @@ pub(crate) fn prepare(
     let capability_sets = CapabilitySets::from_spec(process.capabilities().as_ref())?;
 
     if let Some(score) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", score.to_string())
-            .map_err(failed(format_args!("set oom_score_adj to {score}")))?;
+        set_oom_score_adj(score)?;
     }
     set_rlimits(process)?;
     let resolved = user::resolve(process.user())?;
@@ -83,6 +82,18 @@ pub(crate) fn prepare(
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         seccomp,
     })
+}
+
+/// Writes the OOM score adjustment. Lowering the score below the minimum the init
+/// inherited needs `CAP_SYS_RESOURCE`; a runtime that lacks it (a nested or restricted
+/// host, never a guest VM, where the agent holds every capability) keeps the inherited
+/// score, which only makes the container easier to kill, never harder.
+fn set_oom_score_adj(score: i32) -> Result<(), InitError> {
+    match std::fs::write("/proc/self/oom_score_adj", score.to_string()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(libc::EACCES) && score < 0 => Ok(()),
+        Err(error) => Err(failed(format_args!("set oom_score_adj to {score}"))(error)),
+    }
 }
 
 /// Replaces the init with the user process. Returns only on failure.
