@@ -82,6 +82,13 @@ pub enum StageError {
         source: rustjail::Error,
     },
 
+    /// A device or file the stage waits for did not appear in time.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout {
+        what: String,
+        timeout: std::time::Duration,
+    },
+
     /// Several steps of one undo failed.
     #[error("{}", join_errors(.0))]
     Several(Vec<StageError>),
@@ -102,6 +109,7 @@ impl StageError {
             StageError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             StageError::Unimplemented { .. } => ErrorCode::Unimplemented,
             StageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            StageError::Timeout { .. } => ErrorCode::DeadlineExceeded,
             StageError::Container { source, .. } if source.is_invalid_input() => {
                 ErrorCode::InvalidArgument
             }

@@ -8,7 +8,9 @@
 
 pub mod container;
 mod context;
+pub mod device;
 mod error;
+mod namespace;
 mod paths;
 mod pipeline;
 mod request;
@@ -18,12 +20,12 @@ pub mod storage;
 #[cfg(test)]
 mod testing;
 
-pub use container::container_pipeline;
+pub use container::{container_pipeline, container_stages, ContainerOptions};
 pub use context::{ContainerContext, Sandbox, SandboxContext, SharedContainer};
 pub use error::{ErrorCode, StageError};
 pub use paths::GuestPaths;
 pub use pipeline::{Completed, Pipeline, PipelineError, UndoErrors};
 pub use request::{ContainerRequest, Device, FsGroup, SandboxRequest, Storage};
-pub use sandbox::sandbox_pipeline;
+pub use sandbox::{sandbox_pipeline, sandbox_stages, ModuleLoader, SandboxOptions};
 pub use stage::{NoUndo, Stage, Undo};
 pub use storage::{Mounter, StorageRegistry, SystemMounter};

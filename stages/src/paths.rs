@@ -63,6 +63,12 @@ impl GuestPaths {
         self.run_dir.join(container_id)
     }
 
+    /// Returns the file that keeps the sandbox's shared namespace of `kind` (`uts`,
+    /// `ipc` or `pid`) alive, `<run_dir>/sandbox/ns/<kind>`.
+    pub fn sandbox_namespace(&self, kind: &str) -> PathBuf {
+        self.run_dir.join("sandbox").join("ns").join(kind)
+    }
+
     /// Returns the directory for storages of the sandbox itself.
     pub fn sandbox_storage_dir(&self) -> PathBuf {
         self.run_dir.join("sandbox").join("storage")

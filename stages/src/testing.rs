@@ -81,6 +81,51 @@ impl Mounter for FakeMounter {
         self.unmounts.lock().unwrap().push(target.to_path_buf());
         Ok(())
     }
+
+    /// Returns the targets mounted and not yet unmounted, at or below `path`.
+    fn mounts_under(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut mounted: Vec<PathBuf> = Vec::new();
+        for call in self.mounts.lock().unwrap().iter() {
+            if !call.flags.contains(MsFlags::MS_REMOUNT) && !mounted.contains(&call.target) {
+                mounted.push(call.target.clone());
+            }
+        }
+        let unmounted = self.unmounts.lock().unwrap();
+        Ok(mounted
+            .into_iter()
+            .filter(|target| target.starts_with(path))
+            .filter(|target| {
+                let mounts = self
+                    .mounts
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|call| {
+                        &call.target == target && !call.flags.contains(MsFlags::MS_REMOUNT)
+                    })
+                    .count();
+                let unmounts = unmounted.iter().filter(|done| *done == target).count();
+                mounts > unmounts
+            })
+            .collect())
+    }
+}
+
+/// Device timeout for unit tests, short because their devices exist or never will.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Returns guest paths whose run directory is `run_dir` and whose kernel file systems
+/// do not exist, for tests of storages that need no device.
+pub fn run_paths(run_dir: &Path) -> GuestPaths {
+    let missing = PathBuf::from("/nonexistent/berth-test");
+    GuestPaths {
+        run_dir: run_dir.to_path_buf(),
+        sysfs: missing.join("sys"),
+        procfs: missing.join("proc"),
+        devfs: missing.join("dev"),
+        cgroup_root: missing.join("cgroup"),
+        kernel_cmdline: missing.join("cmdline"),
+    }
 }
 
 /// A slog drain that keeps each record as "LEVEL message key=value ...".

@@ -2,9 +2,10 @@
 //! process, so this is the only test in this binary.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use nix::sys::stat::{umask, Mode};
-use stages::{Storage, StorageRegistry};
+use stages::{GuestPaths, Storage, StorageRegistry};
 
 /// Restores the previous umask on drop.
 struct UmaskGuard(Mode);
@@ -18,7 +19,8 @@ impl Drop for UmaskGuard {
 #[test]
 fn local_mode_exact_under_umask() {
     let _guard = UmaskGuard(umask(Mode::from_bits_truncate(0o077)));
-    let run = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let paths = GuestPaths::under(root.path()).unwrap();
     let registry = StorageRegistry::system();
 
     for (option, expected) in [
@@ -26,7 +28,7 @@ fn local_mode_exact_under_umask() {
         ("mode=1777", 0o1777),
         ("mode=0750", 0o750),
     ] {
-        let mount_point = run.path().join(format!("vol-{expected:o}"));
+        let mount_point = paths.run_dir.join(format!("vol-{expected:o}"));
         let storage = Storage {
             driver: "local".to_string(),
             options: vec![option.to_string()],
@@ -35,7 +37,7 @@ fn local_mode_exact_under_umask() {
         };
 
         registry
-            .acquire(&storage, run.path())
+            .acquire(&storage, &paths, Duration::from_millis(10))
             .expect("local storage created");
 
         let mode = std::fs::metadata(&mount_point)

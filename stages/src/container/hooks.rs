@@ -17,9 +17,14 @@ use crate::stage::{Stage, Undo};
 #[derive(Debug, Default)]
 pub struct Hooks;
 
-/// The bundle directory this stage created.
+/// Name of the spec file in a bundle directory.
+const CONFIG_FILE: &str = "config.json";
+
+/// The bundle directory this stage wrote to, and whether it created the directory.
 struct RemoveBundle {
     bundle: Option<PathBuf>,
+    created_dir: bool,
+    written: bool,
 }
 
 impl Stage<ContainerContext> for Hooks {
@@ -37,22 +42,25 @@ impl Stage<ContainerContext> for Hooks {
         let run_dir = &ctx.sandbox.paths.run_dir;
         fs::create_dir_all(run_dir)
             .map_err(|error| StageError::io("create run directory", run_dir, error))?;
+
+        // A storage may have created the bundle directory already, for the rootfs
+        // mounted at `<bundle>/rootfs`.
         let bundle = ctx.sandbox.paths.bundle_dir(&ctx.id);
-        match fs::create_dir(&bundle) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(StageError::AlreadyExists {
-                    kind: "bundle directory",
-                    path: bundle,
-                });
-            }
+        let created_dir = match fs::create_dir(&bundle) {
+            Ok(()) => true,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && bundle.is_dir() => false,
             Err(error) => return Err(StageError::io("create bundle directory", bundle, error)),
-        }
+        };
 
         let mut undo = RemoveBundle {
             bundle: Some(bundle.clone()),
+            created_dir,
+            written: true,
         };
         if let Err(error) = write_config(&bundle, &ctx.spec) {
+            // Nothing was written when config.json already existed, so there is nothing
+            // of this stage's to remove except a directory it created.
+            undo.written = false;
             let _ = undo.undo();
             return Err(error);
         }
@@ -65,10 +73,21 @@ impl Undo for RemoveBundle {
         let Some(bundle) = self.bundle.take() else {
             return Ok(());
         };
-        match fs::remove_dir_all(&bundle) {
+        // Only a directory this stage created is removed whole, because it contains nothing but
+        // the config and what hooks wrote. The storages were mounted before this stage ran.
+        let (path, result) = if self.created_dir {
+            (bundle.clone(), fs::remove_dir_all(&bundle))
+        } else if self.written {
+            let config = bundle.join(CONFIG_FILE);
+            let result = fs::remove_file(&config);
+            (config, result)
+        } else {
+            return Ok(());
+        };
+        match result {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(StageError::io("remove bundle directory", bundle, error)),
+            Err(error) => Err(StageError::io("remove", path, error)),
         }
     }
 }
@@ -121,7 +140,7 @@ fn extend(list: &mut Option<Vec<Hook>>, hooks: Vec<Hook>) {
 
 /// Returns a hook for each executable regular file in `dir`, sorted by name. A missing
 /// directory has no hooks.
-fn scan_hooks(dir: &Path) -> Result<Vec<Hook>, StageError> {
+pub(crate) fn scan_hooks(dir: &Path) -> Result<Vec<Hook>, StageError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -164,7 +183,7 @@ fn hook_for(path: &Path) -> Result<Hook, StageError> {
 /// Writes `spec` as `config.json` in `bundle`, readable only by root because it contains the
 /// container's environment.
 fn write_config(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), StageError> {
-    let path = bundle.join("config.json");
+    let path = bundle.join(CONFIG_FILE);
     let json = serde_json::to_vec(spec).map_err(|error| {
         StageError::io(
             "serialize spec for",
@@ -178,7 +197,13 @@ fn write_config(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), Sta
         .create_new(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|error| StageError::io("create", &path, error))?;
+        .map_err(|error| match error.kind() {
+            io::ErrorKind::AlreadyExists => StageError::AlreadyExists {
+                kind: "container config",
+                path: path.clone(),
+            },
+            _ => StageError::io("create", &path, error),
+        })?;
     file.write_all(&json)
         .map_err(|error| StageError::io("write", &path, error))
 }
@@ -278,24 +303,43 @@ mod tests {
     }
 
     #[test]
-    fn existing_bundle_is_already_exists() {
+    fn existing_config_is_already_exists() {
         let root = tempfile::tempdir().unwrap();
         let test = test_sandbox(root.path());
         let bundle = test.sandbox.paths.bundle_dir("c1");
         fs::create_dir_all(&bundle).unwrap();
-        fs::write(bundle.join("keep"), "").unwrap();
+        fs::write(bundle.join("config.json"), "{}").unwrap();
 
         let error = Hooks
             .apply(&mut test_context(&test.sandbox, "c1"))
             .err()
-            .expect("existing bundle rejected");
+            .expect("existing config rejected");
 
         assert_eq!(error.code(), ErrorCode::AlreadyExists);
         assert!(
             error.to_string().contains(&bundle.display().to_string()),
             "{error}"
         );
-        assert!(bundle.join("keep").exists());
+        assert_eq!(
+            fs::read_to_string(bundle.join("config.json")).unwrap(),
+            "{}"
+        );
+    }
+
+    #[test]
+    fn existing_bundle_directory_kept_by_undo() {
+        let root = tempfile::tempdir().unwrap();
+        let test = test_sandbox(root.path());
+        let bundle = test.sandbox.paths.bundle_dir("c1");
+        fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let mut ctx = test_context(&test.sandbox, "c1");
+
+        let mut undo = Hooks.apply(&mut ctx).expect("bundle directory reused");
+        assert!(bundle.join("config.json").is_file());
+        undo.undo().expect("config removed");
+
+        assert!(bundle.join("rootfs").is_dir());
+        assert!(!bundle.join("config.json").exists());
     }
 
     #[test]

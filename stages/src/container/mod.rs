@@ -4,7 +4,8 @@
 mod cgroup_fixup;
 mod cpuset;
 mod devices;
-mod hooks;
+pub(crate) mod hooks;
+mod namespaces;
 mod pci_rescan;
 mod spawn;
 mod storages;
@@ -14,26 +15,57 @@ pub use cgroup_fixup::CgroupFixup;
 pub use cpuset::{format_cpu_list, parse_cpu_list, Cpuset};
 pub use devices::{Devices, KNOWN_DEVICE_TYPES};
 pub use hooks::Hooks;
+pub use namespaces::Namespaces;
 pub use pci_rescan::PciRescan;
 pub use spawn::Spawn;
 pub use storages::Storages;
 pub use sysctls::Sysctls;
 
-use crate::context::ContainerContext;
-use crate::pipeline::Pipeline;
+use std::time::Duration;
 
-/// Builds the pipeline that creates a container.
+use crate::context::ContainerContext;
+use crate::device::wait::DEFAULT_DEVICE_TIMEOUT;
+use crate::pipeline::Pipeline;
+use crate::stage::Stage;
+
+/// Settings of the container pipeline's stages.
+#[derive(Debug, Clone)]
+pub struct ContainerOptions {
+    /// How long the devices and storages stages wait for each device.
+    pub device_timeout: Duration,
+}
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        ContainerOptions {
+            device_timeout: DEFAULT_DEVICE_TIMEOUT,
+        }
+    }
+}
+
+/// Builds the pipeline that creates a container, with default options.
 pub fn container_pipeline() -> Pipeline<ContainerContext> {
-    Pipeline::new(vec![
+    Pipeline::new(container_stages(&ContainerOptions::default()))
+}
+
+/// Returns the stages of the container pipeline in run order, so that a caller can
+/// build the pipeline with some stages wrapped, as fault-injection tests do.
+pub fn container_stages(options: &ContainerOptions) -> Vec<Box<dyn Stage<ContainerContext>>> {
+    vec![
         Box::new(PciRescan),
-        Box::new(Devices),
-        Box::new(Storages),
+        Box::new(Devices {
+            timeout: options.device_timeout,
+        }),
+        Box::new(Storages {
+            device_timeout: options.device_timeout,
+        }),
         Box::new(CgroupFixup),
         Box::new(Cpuset),
         Box::new(Sysctls),
+        Box::new(Namespaces),
         Box::new(Hooks),
         Box::new(Spawn),
-    ])
+    ]
 }
 
 #[cfg(test)]
@@ -58,6 +90,7 @@ mod tests {
                 "cgroup-fixup",
                 "cpuset",
                 "sysctls",
+                "namespaces",
                 "hooks",
                 "spawn"
             ]
@@ -94,7 +127,7 @@ mod tests {
         assert_eq!(error.stage, "spawn");
         assert_eq!(error.code(), ErrorCode::InvalidArgument);
         assert!(error.undo_errors.is_empty(), "{error}");
-        assert_eq!(error.timings.len(), 8);
+        assert_eq!(error.timings.len(), 9);
         assert_eq!(test.mounter.mount_count(), 1);
         assert_eq!(test.mounter.unmounted(), std::slice::from_ref(&mount_point));
         assert_eq!(test.sandbox.storages.references(&mount_point), 0);

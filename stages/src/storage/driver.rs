@@ -1,32 +1,60 @@
-//! Storage drivers and the checks on a storage before anything is created.
+//! Storage drivers: the checks on a storage and the plan of what to mount, made before
+//! anything on the guest changes.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use nix::mount::MsFlags;
+
 use crate::error::StageError;
-use crate::request::{FsGroup, Storage};
-use crate::storage::mounter::{parse_mount_options, Mounter};
+use crate::request::Storage;
+use crate::storage::mounter::parse_mount_options;
 
 /// Driver of a tmpfs mounted at the mount point.
 pub(crate) const EPHEMERAL: &str = "ephemeral";
 /// Driver of a plain directory at the mount point.
 pub(crate) const LOCAL: &str = "local";
 
+/// The drivers this agent implements, for error messages.
+const DRIVERS: &str =
+    "ephemeral, local, bind, virtio-fs, 9p, blk, mmioblk, scsi, nvdimm, overlayfs";
+
 /// Driver input, checked and parsed before anything on the guest changes.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plan {
-    Ephemeral { source: String, fstype: String },
+    /// Mount a file system that needs no device: tmpfs, virtio-fs, 9p.
+    Mount {
+        source: String,
+        fstype: String,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    /// Create a directory with exactly this mode.
     Local { mode: u32 },
+    /// Bind-mount an existing guest path.
+    Bind { source: PathBuf, flags: MsFlags },
+    /// Mount the file system on a block device found by `locator`.
+    Block {
+        locator: BlockLocator,
+        fstype: String,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    /// Mount an overlay file system, creating its upper and work directories if needed.
+    Overlay {
+        upper_and_work: Option<(PathBuf, PathBuf)>,
+        flags: MsFlags,
+        data: String,
+    },
 }
 
-/// The mount and directories a driver created, so that teardown removes exactly those.
-#[derive(Debug, Default)]
-pub(crate) struct Created {
-    pub mounted: bool,
-    /// Directories this storage created, parents first.
-    pub dirs: Vec<PathBuf>,
+/// The locator a block storage uses for its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BlockLocator {
+    Pci(String),
+    Scsi(String),
+    GuestPath(String),
 }
 
 /// Checks that `mount_point` is an absolute, normalised path strictly inside `run_dir`
@@ -94,10 +122,25 @@ pub fn parse_mode(value: &str) -> Result<u32, StageError> {
 
 /// Checks the driver and its options and returns what to do for `storage`.
 pub(crate) fn plan(storage: &Storage) -> Result<Plan, StageError> {
-    match storage.driver.as_str() {
-        EPHEMERAL => Ok(Plan::Ephemeral {
+    let driver = storage.driver.as_str();
+    if !is_implemented(driver) {
+        return Err(unsupported_driver(storage));
+    }
+    if let Some(option) = storage.driver_options.first() {
+        return Err(StageError::Unimplemented {
+            kind: "storage driver option",
+            value: option.clone(),
+            reason: format!("storage for {} needs it", storage.mount_point),
+        });
+    }
+
+    let options = parse_mount_options(&storage.options);
+    match driver {
+        EPHEMERAL => Ok(Plan::Mount {
             source: non_empty_or(&storage.source, "tmpfs"),
             fstype: non_empty_or(&storage.fstype, "tmpfs"),
+            flags: options.flags,
+            data: options.data,
         }),
         LOCAL => {
             let mode = match option_value(&storage.options, "mode") {
@@ -106,165 +149,166 @@ pub(crate) fn plan(storage: &Storage) -> Result<Plan, StageError> {
             };
             Ok(Plan::Local { mode })
         }
-        "" => Err(StageError::invalid(
-            "storage driver",
-            "",
-            format!("storage for {} names no driver", storage.mount_point),
-        )),
-        other => Err(StageError::Unimplemented {
-            kind: "storage driver",
-            value: other.to_string(),
-            reason: format!(
-                "storage for {} needs it, but only {EPHEMERAL} and {LOCAL} are implemented",
-                storage.mount_point
-            ),
+        "bind" => plan_bind(storage, options.flags),
+        "virtio-fs" => Ok(Plan::Mount {
+            source: required(&storage.source, "source", storage)?.to_string(),
+            fstype: "virtiofs".to_string(),
+            flags: options.flags,
+            data: options.data,
         }),
+        "9p" => Ok(Plan::Mount {
+            source: required(&storage.source, "source", storage)?.to_string(),
+            fstype: "9p".to_string(),
+            flags: options.flags,
+            data: Some(with_virtio_transport(options.data)),
+        }),
+        "blk" | "mmioblk" | "scsi" | "nvdimm" => plan_block(storage, options.flags, options.data),
+        _ => plan_overlay(storage, options.flags, options.data),
     }
 }
 
-/// Creates the mount point and provides the storage there. On failure, removes what it
-/// created and returns the error.
-pub(crate) fn provide(
-    mounter: &dyn Mounter,
+fn is_implemented(driver: &str) -> bool {
+    matches!(
+        driver,
+        EPHEMERAL
+            | LOCAL
+            | "bind"
+            | "virtio-fs"
+            | "9p"
+            | "blk"
+            | "mmioblk"
+            | "scsi"
+            | "nvdimm"
+            | "overlayfs"
+    )
+}
+
+fn unsupported_driver(storage: &Storage) -> StageError {
+    let reason = if storage.driver.is_empty() {
+        format!("storage for {} names no driver", storage.mount_point)
+    } else {
+        format!(
+            "storage for {} needs it, but this agent implements only {DRIVERS}",
+            storage.mount_point
+        )
+    };
+    StageError::invalid("storage driver", &storage.driver, reason)
+}
+
+fn plan_bind(storage: &Storage, flags: MsFlags) -> Result<Plan, StageError> {
+    let source = required(&storage.source, "source", storage)?;
+    let source = absolute_path("bind source", source)?;
+
+    let mut bind_flags = MsFlags::MS_BIND | (flags & !MsFlags::MS_RDONLY);
+    if storage.options.iter().any(|option| option == "rbind") {
+        bind_flags |= MsFlags::MS_REC;
+    }
+    // Read-only takes a second, remounting call, which `provide` makes when the flags
+    // contain MS_RDONLY.
+    bind_flags |= flags & MsFlags::MS_RDONLY;
+    Ok(Plan::Bind {
+        source,
+        flags: bind_flags,
+    })
+}
+
+fn plan_block(storage: &Storage, flags: MsFlags, data: Option<String>) -> Result<Plan, StageError> {
+    let source = required(&storage.source, "source", storage)?.to_string();
+    let fstype = required(&storage.fstype, "fstype", storage)?.to_string();
+
+    let locator = match storage.driver.as_str() {
+        "blk" if source.starts_with("/dev/") => BlockLocator::GuestPath(source),
+        "blk" => BlockLocator::Pci(source),
+        "scsi" => BlockLocator::Scsi(source),
+        _ => BlockLocator::GuestPath(source),
+    };
+    Ok(Plan::Block {
+        locator,
+        fstype,
+        flags,
+        data,
+    })
+}
+
+fn plan_overlay(
     storage: &Storage,
-    plan: &Plan,
-    mount_point: &Path,
-) -> Result<Created, StageError> {
-    let mut created = Created::default();
-
-    let result = create_dirs(mount_point, &mut created.dirs)
-        .and_then(|()| apply_plan(mounter, storage, plan, mount_point, &mut created))
-        .and_then(|()| apply_fs_group(storage.fs_group, mount_point));
-
-    match result {
-        Ok(()) => Ok(created),
-        Err(error) => {
-            // The storage never became usable, so a failed cleanup step only leaves an
-            // empty directory or an unused tmpfs behind; the original error matters more.
-            let _ = remove(mounter, mount_point, &created);
-            Err(error)
-        }
-    }
-}
-
-/// Unmounts what [`provide`] mounted and removes the directories it created. Parents that
-/// other storages still use are kept.
-pub(crate) fn remove(
-    mounter: &dyn Mounter,
-    mount_point: &Path,
-    created: &Created,
-) -> Result<(), StageError> {
-    if created.mounted {
-        mounter
-            .unmount(mount_point)
-            .map_err(|source| StageError::Unmount {
-                target: mount_point.to_path_buf(),
-                source,
-            })?;
+    flags: MsFlags,
+    data: Option<String>,
+) -> Result<Plan, StageError> {
+    let lower = option_value(&storage.options, "lowerdir").ok_or_else(|| {
+        StageError::invalid(
+            "overlayfs options",
+            storage.options.join(","),
+            "lowerdir= is required",
+        )
+    })?;
+    for dir in lower.split(':') {
+        absolute_path("overlayfs lowerdir", dir)?;
     }
 
-    for dir in created.dirs.iter().rev() {
-        let result = if dir == mount_point {
-            fs::remove_dir_all(dir)
-        } else {
-            fs::remove_dir(dir)
-        };
-        match result {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) if error.kind() == io::ErrorKind::DirectoryNotEmpty => {}
-            Err(error) => return Err(StageError::io("remove directory", dir, error)),
+    let upper = option_value(&storage.options, "upperdir");
+    let work = option_value(&storage.options, "workdir");
+    let upper_and_work = match (upper, work) {
+        (Some(upper), Some(work)) => Some((
+            absolute_path("overlayfs upperdir", upper)?,
+            absolute_path("overlayfs workdir", work)?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(StageError::invalid(
+                "overlayfs options",
+                storage.options.join(","),
+                "upperdir= and workdir= must be given together",
+            ))
         }
-    }
-
-    Ok(())
-}
-
-fn apply_plan(
-    mounter: &dyn Mounter,
-    storage: &Storage,
-    plan: &Plan,
-    mount_point: &Path,
-    created: &mut Created,
-) -> Result<(), StageError> {
-    match plan {
-        Plan::Ephemeral { source, fstype } => {
-            let options = parse_mount_options(&storage.options);
-            mounter
-                .mount(
-                    source,
-                    mount_point,
-                    fstype,
-                    options.flags,
-                    options.data.as_deref(),
-                )
-                .map_err(|error| StageError::Mount {
-                    source_name: source.clone(),
-                    target: mount_point.to_path_buf(),
-                    source: error,
-                })?;
-            created.mounted = true;
-            Ok(())
-        }
-        Plan::Local { mode } => {
-            // mkdir applies the umask, so the requested mode is set explicitly afterwards.
-            fs::set_permissions(mount_point, fs::Permissions::from_mode(*mode))
-                .map_err(|error| StageError::io("set mode of", mount_point, error))
-        }
-    }
-}
-
-/// Gives the storage's root directory to the requested group, with the set-group-ID bit
-/// so new files inherit it, and group read/write access.
-fn apply_fs_group(fs_group: Option<FsGroup>, mount_point: &Path) -> Result<(), StageError> {
-    let Some(fs_group) = fs_group else {
-        return Ok(());
     };
 
-    let metadata =
-        fs::metadata(mount_point).map_err(|error| StageError::io("inspect", mount_point, error))?;
-    if fs_group.change_policy_on_root_mismatch && metadata.gid() == fs_group.group_id {
-        return Ok(());
-    }
-
-    // NOTE: only the root directory is changed. That covers a fresh tmpfs or a new
-    // directory; drivers that expose existing content (block devices) need a walk.
-    let gid = nix::unistd::Gid::from_raw(fs_group.group_id);
-    nix::unistd::chown(mount_point, None, Some(gid))
-        .map_err(|errno| StageError::io("change group of", mount_point, io::Error::from(errno)))?;
-    let mode = (metadata.mode() & 0o7777) | 0o2070;
-    fs::set_permissions(mount_point, fs::Permissions::from_mode(mode))
-        .map_err(|error| StageError::io("set mode of", mount_point, error))
+    Ok(Plan::Overlay {
+        upper_and_work,
+        flags,
+        data: data.unwrap_or_default(),
+    })
 }
 
-/// Creates `path` and its missing parents, recording each directory created.
-fn create_dirs(path: &Path, created: &mut Vec<PathBuf>) -> Result<(), StageError> {
-    let mut missing = Vec::new();
-    let mut current = path;
-    while !current.exists() {
-        missing.push(current.to_path_buf());
-        match current.parent() {
-            Some(parent) => current = parent,
-            None => break,
-        }
+/// Adds `trans=virtio` to 9p options unless they name a transport, because the guest
+/// reaches 9p shares only over virtio.
+fn with_virtio_transport(data: Option<String>) -> String {
+    match data {
+        Some(data) if data.split(',').any(|option| option.starts_with("trans=")) => data,
+        Some(data) => format!("trans=virtio,{data}"),
+        None => "trans=virtio".to_string(),
     }
+}
 
-    for dir in missing.into_iter().rev() {
-        match fs::create_dir(&dir) {
-            Ok(()) => created.push(dir),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(StageError::io("create directory", dir, error)),
-        }
+fn required<'a>(
+    value: &'a str,
+    field: &'static str,
+    storage: &Storage,
+) -> Result<&'a str, StageError> {
+    if value.is_empty() {
+        return Err(StageError::invalid(
+            "storage",
+            &storage.mount_point,
+            format!("the {} driver needs a {field}", storage.driver),
+        ));
     }
+    Ok(value)
+}
 
-    if !path.is_dir() {
-        let error = io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "exists and is not a directory",
-        );
-        return Err(StageError::io("use mount point", path, error));
+/// Checks that `value` is an absolute path without `.` or `..` segments.
+fn absolute_path(kind: &'static str, value: &str) -> Result<PathBuf, StageError> {
+    let path = PathBuf::from(value);
+    let normal = path
+        .components()
+        .all(|component| matches!(component, Component::RootDir | Component::Normal(_)));
+    if !value.starts_with('/') || !normal || value.split('/').any(|segment| segment == ".") {
+        return Err(StageError::invalid(
+            kind,
+            value,
+            "must be an absolute path without '.' or '..' segments",
+        ));
     }
-    Ok(())
+    Ok(path)
 }
 
 /// Returns the value of the first `key=value` option.
@@ -368,11 +412,161 @@ mod tests {
 
         let error = plan(&storage).expect_err("driver not implemented");
 
-        assert_eq!(error.code(), ErrorCode::Unimplemented);
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
         assert!(
             error.to_string().contains("\"image_guest_pull\""),
             "{error}"
         );
+    }
+
+    fn storage(driver: &str, source: &str, fstype: &str, options: &[&str]) -> Storage {
+        Storage {
+            driver: driver.to_string(),
+            source: source.to_string(),
+            fstype: fstype.to_string(),
+            options: options.iter().map(|option| option.to_string()).collect(),
+            mount_point: "/run/kata-containers/sandbox/storage/x".to_string(),
+            ..Storage::default()
+        }
+    }
+
+    #[test]
+    fn driver_option_is_unimplemented() {
+        let mut blk = storage("blk", "00/00", "ext4", &[]);
+        blk.driver_options = vec!["encryption_key=ephemeral".to_string()];
+
+        let error = plan(&blk).expect_err("encryption not supported");
+
+        assert_eq!(error.code(), ErrorCode::Unimplemented);
+        assert!(
+            error.to_string().contains("\"encryption_key=ephemeral\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn block_drivers_locate_devices() {
+        let cases = [
+            ("blk", "02/01", BlockLocator::Pci("02/01".to_string())),
+            (
+                "blk",
+                "/dev/vdb",
+                BlockLocator::GuestPath("/dev/vdb".to_string()),
+            ),
+            (
+                "mmioblk",
+                "/dev/vdc",
+                BlockLocator::GuestPath("/dev/vdc".to_string()),
+            ),
+            ("scsi", "0:1", BlockLocator::Scsi("0:1".to_string())),
+            (
+                "nvdimm",
+                "/dev/pmem0",
+                BlockLocator::GuestPath("/dev/pmem0".to_string()),
+            ),
+        ];
+
+        for (driver, source, expected) in cases {
+            let planned = plan(&storage(
+                driver,
+                source,
+                "ext4",
+                &["ro", "noatime", "errors=remount-ro"],
+            ));
+
+            let Ok(Plan::Block {
+                locator,
+                fstype,
+                flags,
+                data,
+            }) = planned
+            else {
+                panic!("{driver}: {planned:?}");
+            };
+            assert_eq!(locator, expected);
+            assert_eq!(fstype, "ext4");
+            assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOATIME);
+            assert_eq!(data.as_deref(), Some("errors=remount-ro"));
+        }
+        let error = plan(&storage("blk", "02/01", "", &[])).expect_err("no fstype");
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
+        assert!(error.to_string().contains("fstype"), "{error}");
+    }
+
+    #[test]
+    fn nine_p_gets_virtio_transport() {
+        let planned = plan(&storage(
+            "9p",
+            "kataShared",
+            "9p",
+            &["nodev", "version=9p2000.L"],
+        ))
+        .unwrap();
+
+        let Plan::Mount {
+            fstype,
+            data,
+            flags,
+            ..
+        } = planned
+        else {
+            panic!("{planned:?}");
+        };
+        assert_eq!(fstype, "9p");
+        assert_eq!(flags, MsFlags::MS_NODEV);
+        assert_eq!(data.as_deref(), Some("trans=virtio,version=9p2000.L"));
+    }
+
+    #[test]
+    fn bind_flags_from_options() {
+        let planned = plan(&storage(
+            "bind",
+            "/srv/data",
+            "",
+            &["rbind", "ro", "nosuid"],
+        ))
+        .unwrap();
+
+        assert_eq!(
+            planned,
+            Plan::Bind {
+                source: PathBuf::from("/srv/data"),
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+            }
+        );
+        for bad in ["relative", "/a/../b", ""] {
+            let error = plan(&storage("bind", bad, "", &[])).expect_err(bad);
+            assert_eq!(error.code(), ErrorCode::InvalidArgument, "{bad}");
+        }
+    }
+
+    #[test]
+    fn overlay_options_checked() {
+        let planned = plan(&storage(
+            "overlayfs",
+            "overlay",
+            "overlay",
+            &["lowerdir=/l1:/l2", "upperdir=/u", "workdir=/w"],
+        ))
+        .unwrap();
+
+        assert_eq!(
+            planned,
+            Plan::Overlay {
+                upper_and_work: Some((PathBuf::from("/u"), PathBuf::from("/w"))),
+                flags: MsFlags::empty(),
+                data: "lowerdir=/l1:/l2,upperdir=/u,workdir=/w".to_string(),
+            }
+        );
+        for options in [
+            &["upperdir=/u", "workdir=/w"][..],
+            &["lowerdir=/l", "upperdir=/u"][..],
+            &["lowerdir=relative"][..],
+        ] {
+            let error = plan(&storage("overlayfs", "overlay", "overlay", options))
+                .expect_err(&format!("{options:?}"));
+            assert_eq!(error.code(), ErrorCode::InvalidArgument, "{options:?}");
+        }
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! while a failed teardown left them behind (see [`StorageRegistry::release`]).
 
 mod driver;
+mod fs_group;
 mod mounter;
+mod provide;
 mod registry;
 mod undo;
 
 pub use driver::{parse_mode, validate_mount_point};
-pub use mounter::{parse_mount_options, MountOptions, Mounter, SystemMounter};
+pub use mounter::{mount_points, parse_mount_options, MountOptions, Mounter, SystemMounter};
 pub use registry::StorageRegistry;
 
 pub(crate) use undo::acquire_storages;

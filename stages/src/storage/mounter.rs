@@ -2,7 +2,7 @@
 //! be tested with a recording or failing double.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
@@ -20,6 +20,51 @@ pub trait Mounter: Send + Sync {
 
     /// Detaches the mount on `target`.
     fn unmount(&self, target: &Path) -> io::Result<()>;
+
+    /// Returns the mount points at or below `path` in the calling thread's mount
+    /// namespace, in mount order.
+    fn mounts_under(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let table = std::fs::read_to_string("/proc/thread-self/mountinfo")?;
+        Ok(mount_points(&table)
+            .filter(|mount_point| mount_point.starts_with(path))
+            .collect())
+    }
+}
+
+/// Returns the mount point field of each line of a mountinfo table, with the kernel's
+/// octal escapes (`\040` for a space) decoded.
+pub fn mount_points(table: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(decode_octal_escapes(field)))
+}
+
+fn decode_octal_escapes(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+
+    let bytes = field.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escape = bytes.get(index + 1..index + 4).filter(|digits| {
+            bytes[index] == b'\\' && digits.iter().all(|digit| (b'0'..=b'7').contains(digit))
+        });
+        match escape {
+            Some(digits) => {
+                let value = digits
+                    .iter()
+                    .fold(0u32, |value, digit| value * 8 + u32::from(digit - b'0'));
+                decoded.push(value as u8);
+                index += 4;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(decoded)
 }
 
 /// The real mount(2) and umount2(2).
@@ -118,6 +163,15 @@ mod tests {
 
         assert_eq!(parsed.flags, MsFlags::MS_NODEV | MsFlags::MS_NOSUID);
         assert_eq!(parsed.data.as_deref(), Some("size=64m,mode=1777"));
+    }
+
+    #[test]
+    fn mountinfo_mount_points_decoded() {
+        let table = "36 35 98:0 / /mnt/a\\040b rw - ext3 /dev/root rw\n37 35 0:5 / /run rw - tmpfs tmpfs rw\n";
+
+        let points: Vec<PathBuf> = mount_points(table).collect();
+
+        assert_eq!(points, [PathBuf::from("/mnt/a b"), PathBuf::from("/run")]);
     }
 
     #[test]

@@ -5,10 +5,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::time::Duration;
+
+use crate::device::DeviceFinder;
 use crate::error::StageError;
+use crate::paths::GuestPaths;
 use crate::request::Storage;
-use crate::storage::driver::{self, Created};
+use crate::storage::driver;
 use crate::storage::mounter::{Mounter, SystemMounter};
+use crate::storage::provide::{self, Created, Guest};
 
 /// The storages in use in the sandbox.
 pub struct StorageRegistry {
@@ -45,9 +50,15 @@ impl StorageRegistry {
     }
 
     /// Provides `storage` or, when another user already provided it, takes one more
-    /// reference. Returns the mount point to pass to [`StorageRegistry::release`].
-    pub fn acquire(&self, storage: &Storage, run_dir: &Path) -> Result<PathBuf, StageError> {
-        let mount_point = driver::validate_mount_point(&storage.mount_point, run_dir)?;
+    /// reference. Block devices are looked up in `paths`, waiting up to `device_timeout`
+    /// for each. Returns the mount point to pass to [`StorageRegistry::release`].
+    pub fn acquire(
+        &self,
+        storage: &Storage,
+        paths: &GuestPaths,
+        device_timeout: Duration,
+    ) -> Result<PathBuf, StageError> {
+        let mount_point = driver::validate_mount_point(&storage.mount_point, &paths.run_dir)?;
         let plan = driver::plan(storage)?;
 
         let mut entries = self.lock();
@@ -69,7 +80,14 @@ impl StorageRegistry {
 
         // The lock stays held while mounting so that a second user of the same mount
         // point waits for the first mount instead of mounting twice.
-        let created = driver::provide(self.mounter.as_ref(), storage, &plan, &mount_point)?;
+        let guest = Guest {
+            mounter: self.mounter.as_ref(),
+            devices: DeviceFinder {
+                paths,
+                timeout: device_timeout,
+            },
+        };
+        let created = provide::provide(&guest, storage, &plan, &mount_point)?;
         entries.insert(
             mount_point.clone(),
             Entry {
@@ -97,7 +115,7 @@ impl StorageRegistry {
             return Ok(());
         }
 
-        driver::remove(self.mounter.as_ref(), mount_point, &entry.created)?;
+        provide::remove(self.mounter.as_ref(), mount_point, &entry.created)?;
         entries.remove(mount_point);
         Ok(())
     }
@@ -130,7 +148,7 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorCode;
-    use crate::testing::FakeMounter;
+    use crate::testing::{run_paths, FakeMounter, TIMEOUT};
 
     fn ephemeral(mount_point: &Path) -> Storage {
         Storage {
@@ -155,7 +173,7 @@ mod tests {
         let mount_point = run.path().join("sandbox/ephemeral/cache");
 
         registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .expect("storage provided");
 
         let mounts = mounter.mounts.lock().unwrap().clone();
@@ -175,8 +193,12 @@ mod tests {
         let mount_point = run.path().join("shared");
         let storage = ephemeral(&mount_point);
 
-        registry.acquire(&storage, run.path()).unwrap();
-        registry.acquire(&storage, run.path()).unwrap();
+        registry
+            .acquire(&storage, &run_paths(run.path()), TIMEOUT)
+            .unwrap();
+        registry
+            .acquire(&storage, &run_paths(run.path()), TIMEOUT)
+            .unwrap();
 
         assert_eq!(mounter.mount_count(), 1);
         assert_eq!(registry.references(&mount_point), 2);
@@ -199,7 +221,7 @@ mod tests {
         std::fs::create_dir(&mount_point).unwrap();
 
         registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .unwrap();
         registry.release(&mount_point).unwrap();
 
@@ -213,7 +235,7 @@ mod tests {
         let mount_point = run.path().join("a/b/c");
 
         registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .unwrap();
         registry.release(&mount_point).unwrap();
 
@@ -228,7 +250,7 @@ mod tests {
         *mounter.fail_mounts.lock().unwrap() = 1;
 
         let error = registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .expect_err("mount fails");
 
         assert_eq!(error.code(), ErrorCode::Internal);
@@ -239,7 +261,7 @@ mod tests {
         assert!(!run.path().join("dir").exists());
 
         registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .expect("a later attempt mounts again");
         assert_eq!(registry.references(&mount_point), 1);
         assert_eq!(mounter.mount_count(), 1);
@@ -251,7 +273,7 @@ mod tests {
         let (registry, mounter) = registry();
         let mount_point = run.path().join("busy");
         registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .unwrap();
         *mounter.fail_unmounts.lock().unwrap() = 1;
 
@@ -260,7 +282,7 @@ mod tests {
         assert!(mount_point.is_dir());
 
         registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .unwrap();
         assert_eq!(mounter.mount_count(), 1, "the remaining mount is reused");
         registry.release(&mount_point).expect("teardown retried");
@@ -273,7 +295,7 @@ mod tests {
         let (registry, _mounter) = registry();
         let mount_point = run.path().join("shared");
         registry
-            .acquire(&ephemeral(&mount_point), run.path())
+            .acquire(&ephemeral(&mount_point), &run_paths(run.path()), TIMEOUT)
             .unwrap();
         let local = Storage {
             driver: "local".to_string(),
@@ -282,7 +304,7 @@ mod tests {
         };
 
         let error = registry
-            .acquire(&local, run.path())
+            .acquire(&local, &run_paths(run.path()), TIMEOUT)
             .expect_err("conflict rejected");
 
         assert_eq!(error.code(), ErrorCode::InvalidArgument);
@@ -302,7 +324,9 @@ mod tests {
             ..Storage::default()
         };
 
-        registry.acquire(&storage, run.path()).unwrap();
+        registry
+            .acquire(&storage, &run_paths(run.path()), TIMEOUT)
+            .unwrap();
 
         let mode = std::fs::metadata(&mount_point)
             .unwrap()
@@ -337,7 +361,9 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             panic!("needs root to change a directory's group");
         }
-        registry.acquire(&storage, run.path()).unwrap();
+        registry
+            .acquire(&storage, &run_paths(run.path()), TIMEOUT)
+            .unwrap();
 
         let metadata = std::fs::metadata(&mount_point).unwrap();
         assert_eq!(metadata.gid(), 4321);

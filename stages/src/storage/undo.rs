@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::context::Sandbox;
 use crate::error::{collect_undo_errors, StageError};
@@ -20,6 +21,7 @@ pub(crate) struct StorageReferences {
 pub(crate) fn acquire_storages(
     sandbox: &Arc<Sandbox>,
     storages: &[Storage],
+    device_timeout: Duration,
 ) -> Result<StorageReferences, StageError> {
     let mut references = StorageReferences {
         sandbox: Arc::clone(sandbox),
@@ -27,7 +29,10 @@ pub(crate) fn acquire_storages(
     };
 
     for storage in storages {
-        match sandbox.storages.acquire(storage, &sandbox.paths.run_dir) {
+        match sandbox
+            .storages
+            .acquire(storage, &sandbox.paths, device_timeout)
+        {
             Ok(mount_point) => references.mount_points.push(mount_point),
             Err(error) => {
                 // The failed storage matters to the caller; a failed release of the
@@ -59,7 +64,7 @@ impl Undo for StorageReferences {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::test_sandbox;
+    use crate::testing::{test_sandbox, TIMEOUT};
 
     fn storage(driver: &str, mount_point: &std::path::Path) -> Storage {
         Storage {
@@ -79,14 +84,17 @@ mod tests {
         let storages = [
             storage("ephemeral", &first),
             storage("local", &second),
-            storage("virtio-fs", &run_dir.join("third")),
+            storage("image_guest_pull", &run_dir.join("third")),
         ];
 
-        let error = acquire_storages(&test.sandbox, &storages)
+        let error = acquire_storages(&test.sandbox, &storages, TIMEOUT)
             .err()
-            .expect("virtio-fs is not implemented");
+            .expect("image_guest_pull is not implemented");
 
-        assert!(error.to_string().contains("\"virtio-fs\""), "{error}");
+        assert!(
+            error.to_string().contains("\"image_guest_pull\""),
+            "{error}"
+        );
         assert_eq!(test.sandbox.storages.references(&first), 0);
         assert_eq!(test.sandbox.storages.references(&second), 0);
         assert_eq!(test.mounter.unmounted(), std::slice::from_ref(&first));
@@ -102,7 +110,7 @@ mod tests {
         let first = run_dir.join("first");
         let second = run_dir.join("second");
         let storages = [storage("ephemeral", &first), storage("ephemeral", &second)];
-        let mut references = acquire_storages(&test.sandbox, &storages).expect("acquired");
+        let mut references = acquire_storages(&test.sandbox, &storages, TIMEOUT).expect("acquired");
 
         references.undo().expect("released");
         references.undo().expect("second undo does nothing");
@@ -121,7 +129,7 @@ mod tests {
             .join("invalid-mount");
         let shared = storage("ephemeral", &mount_point);
         let mut references =
-            acquire_storages(&test.sandbox, &[shared.clone(), shared]).expect("acquired");
+            acquire_storages(&test.sandbox, &[shared.clone(), shared], TIMEOUT).expect("acquired");
         assert_eq!(test.sandbox.storages.references(&mount_point), 2);
 
         references.undo().expect("released");
