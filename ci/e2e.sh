@@ -161,6 +161,48 @@ output=$(berth wait "$id" 2>&1) || true
 expect_equal "kill --signal KILL ends the container" "137" "$output"
 berth rm "$id" >/dev/null 2>&1 || true
 
+# -- a running container: exec, ps, stats, pause and resume ----------------------------
+
+id=e2e-running
+berth create "$bundle" --id "$id" -- sleep 600 >/dev/null 2>&1 || true
+berth start "$id" >/dev/null 2>&1 || true
+
+output=$(berth exec "$id" --exec-id e1 -u 1000:1000 -- sh -c 'id -u; echo from-exec' 2>&1) || true
+expect_equal "exec runs as the given user" "1000"$'\n'"from-exec" "$output"
+status=0
+berth exec "$id" -- sh -c 'exit 6' >/dev/null 2>&1 || status=$?
+expect_equal "exec exits with the process's status" "6" "$status"
+output=$(printf 'piped\n' | berth exec "$id" -- cat 2>&1) || true
+expect_equal "exec forwards stdin" "piped" "$output"
+
+output=$(berth ps "$id" 2>&1) || true
+expect_contains "ps lists the container's init" "$output" "sleep 600"
+output=$(berth ps "$id" --format json 2>&1) || true
+if [[ $output =~ ^\[[0-9]+\]$ ]]; then
+    pass "ps --format json prints one pid"
+else
+    fail "ps --format json prints one pid" "actual: $output"
+fi
+
+output=$(berth stats "$id" 2>&1) || true
+expect_contains "stats prints memory usage" "$output" "memory usage:"
+
+status=0
+berth pause "$id" >/dev/null 2>&1 || status=$?
+berth resume "$id" >/dev/null 2>&1 || status=$?
+expect_equal "pause and resume succeed" "0" "$status"
+output=$(berth exec "$id" -- echo resumed 2>&1) || true
+expect_equal "exec works after resume" "resumed" "$output"
+
+status=0
+berth update "$id" --memory 67108864 --pids 64 >/dev/null 2>&1 || status=$?
+expect_equal "update succeeds" "0" "$status"
+
+status=0
+output=$(berth resize "$id" --rows 10 --cols 10 2>&1) || status=$?
+expect_contains "resize without a terminal is FAILED_PRECONDITION" "$output" "FAILED_PRECONDITION"
+berth rm "$id" >/dev/null 2>&1 || true
+
 output=$(berth guest-details 2>&1) || true
 expect_contains "guest-details prints the agent version" "$output" "version"
 

@@ -7,6 +7,7 @@
 //! for it configures Berth unchanged.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -28,10 +29,20 @@ const CMDLINE_SERVER_ADDR: &str = "agent.server_addr";
 /// Kernel command line parameter that sets the log level.
 const CMDLINE_LOG_LEVEL: &str = "agent.log";
 
+/// Kernel command line parameter that sets how many seconds the agent waits for a
+/// hot-plugged device, as in Kata's agent.
+const CMDLINE_HOTPLUG_TIMEOUT: &str = "agent.hotplug_timeout";
+
+/// Prefix of every agent parameter on the kernel command line.
+const CMDLINE_PREFIX: &str = "agent.";
+
 const AFTER_HELP: &str = "\
 Sources, highest priority first: flags, then the environment \
 (KATA_AGENT_SERVER_ADDR, KATA_AGENT_LOG_LEVEL, BERTH_ISOLATE=1), then the kernel \
-command line (agent.server_addr=, agent.log=), then the defaults.
+command line (agent.server_addr=, agent.log=), then the defaults. \
+agent.hotplug_timeout=SECONDS, read from the kernel command line only, sets how long \
+a request waits for a hot-plugged device (default 3). Other agent.* parameters of \
+Kata's agent are logged as ignored.
 
 --isolate moves the agent into new UTS and network namespaces before it starts, so an \
 agent run outside a guest (tests, demos, benchmarks) can never change the machine's \
@@ -153,6 +164,11 @@ pub enum ConfigError {
         "invalid log level {value:?} from {origin}: expected trace, debug, info, warn, error or critical"
     )]
     InvalidLogLevel { value: String, origin: Origin },
+
+    #[error(
+        "invalid {CMDLINE_HOTPLUG_TIMEOUT} value {value:?} on the kernel command line: expected a whole number of seconds from 1 to 3600"
+    )]
+    InvalidHotplugTimeout { value: String },
 }
 
 /// Source of a setting, named in error messages.
@@ -186,6 +202,10 @@ pub struct Config {
     /// Whether the agent runs outside a guest, in its own UTS and network namespaces.
     pub isolate: bool,
     pub resolv_conf: PathBuf,
+    /// How long a request waits for a block or PCI device to appear in the guest.
+    pub device_timeout: Duration,
+    /// `agent.*` kernel parameters that Berth does not support, to be logged.
+    pub ignored_params: Vec<String>,
 }
 
 /// Values read from the environment; kept apart so tests need not set process variables.
@@ -220,6 +240,9 @@ pub fn isolate_from_env() -> bool {
 pub struct KernelParams {
     pub server_addr: Option<String>,
     pub log_level: Option<String>,
+    pub hotplug_timeout: Option<String>,
+    /// Other `agent.*` parameters, such as Kata's `agent.debug_console`, word by word.
+    pub unsupported: Vec<String>,
 }
 
 impl KernelParams {
@@ -239,12 +262,17 @@ impl KernelParams {
 
         for word in split_cmdline(cmdline) {
             let Some((key, value)) = word.split_once('=') else {
+                if word.starts_with(CMDLINE_PREFIX) {
+                    params.unsupported.push(word);
+                }
                 continue;
             };
 
             match key {
                 CMDLINE_SERVER_ADDR => params.server_addr = Some(value.to_string()),
                 CMDLINE_LOG_LEVEL => params.log_level = Some(value.to_string()),
+                CMDLINE_HOTPLUG_TIMEOUT => params.hotplug_timeout = Some(value.to_string()),
+                _ if key.starts_with(CMDLINE_PREFIX) => params.unsupported.push(word),
                 _ => {}
             }
         }
@@ -344,6 +372,11 @@ impl Config {
             (None, false) => PathBuf::from("/etc/resolv.conf"),
         };
 
+        let device_timeout = match &kernel.hotplug_timeout {
+            Some(value) => parse_hotplug_timeout(value)?,
+            None => stages::device::wait::DEFAULT_DEVICE_TIMEOUT,
+        };
+
         Ok(Config {
             server_addr,
             server_addr_text: addr_text,
@@ -351,7 +384,20 @@ impl Config {
             guest_paths: guest_paths(flags),
             isolate: flags.isolate,
             resolv_conf,
+            device_timeout,
+            ignored_params: kernel.unsupported.clone(),
         })
+    }
+}
+
+/// Parses `agent.hotplug_timeout`: whole seconds, as Kata's agent reads it. The upper
+/// bound keeps a typo from making a request for a missing device hang for hours.
+fn parse_hotplug_timeout(value: &str) -> Result<Duration, ConfigError> {
+    match value.parse::<u64>() {
+        Ok(seconds @ 1..=3600) => Ok(Duration::from_secs(seconds)),
+        _ => Err(ConfigError::InvalidHotplugTimeout {
+            value: value.to_string(),
+        }),
     }
 }
 
@@ -412,7 +458,44 @@ mod tests {
     fn cmdline_ignores_look_alikes() {
         let params = KernelParams::parse("xagent.log=debug agent.logx=debug agent.log");
 
-        assert_eq!(params, KernelParams::default());
+        assert_eq!(params.log_level, None);
+        assert_eq!(params.server_addr, None);
+        assert_eq!(params.unsupported, ["agent.logx=debug", "agent.log"]);
+    }
+
+    #[test]
+    fn cmdline_collects_unsupported_agent_params() {
+        let params = KernelParams::parse(
+            "quiet agent.debug_console agent.container_pipe_size=4096 systemd.unit=x agent.log=info",
+        );
+
+        assert_eq!(
+            params.unsupported,
+            ["agent.debug_console", "agent.container_pipe_size=4096"]
+        );
+        assert_eq!(params.log_level.as_deref(), Some("info"));
+    }
+
+    #[test]
+    fn hotplug_timeout_from_cmdline() {
+        let resolve = |cmdline: &str| {
+            Config::resolve(&flags(&[]), &env(None, None), &KernelParams::parse(cmdline))
+        };
+
+        let config = resolve("agent.hotplug_timeout=15").expect("timeout resolves");
+        assert_eq!(config.device_timeout, Duration::from_secs(15));
+
+        let config = resolve("").expect("default resolves");
+        assert_eq!(
+            config.device_timeout,
+            stages::device::wait::DEFAULT_DEVICE_TIMEOUT
+        );
+
+        for bad in ["0", "-1", "3s", "", "3601"] {
+            let error = resolve(&format!("agent.hotplug_timeout={bad}"))
+                .expect_err("bad timeout is rejected");
+            assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
+        }
     }
 
     #[test]

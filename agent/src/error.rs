@@ -32,8 +32,92 @@ pub enum AgentError {
     #[error("container {id} not found")]
     ContainerNotFound { id: String },
 
-    #[error("exec {exec:?} of container {container} not found: only the container's init (exec id \"\") exists")]
+    #[error("exec {exec:?} of container {container} not found")]
     ExecNotFound { container: String, exec: String },
+
+    #[error("exec {exec:?} of container {container} already exists")]
+    ExecExists { container: String, exec: String },
+
+    #[error("invalid exec id {exec:?} for container {container}: {reason}")]
+    InvalidExecId {
+        container: String,
+        exec: String,
+        reason: &'static str,
+    },
+
+    #[error("exec {exec:?} in container {container}: request has no process")]
+    MissingExecProcess { container: String, exec: String },
+
+    #[error("exec {exec:?} in container {container}: invalid process: {reason}")]
+    InvalidProcess {
+        container: String,
+        exec: String,
+        reason: String,
+    },
+
+    #[error("container {id} is {state}, expected running")]
+    NotRunning { id: String, state: &'static str },
+
+    #[error("exec {exec:?} in container {container}: {source}")]
+    Exec {
+        container: String,
+        exec: String,
+        #[source]
+        source: Box<rustjail::Error>,
+    },
+
+    #[error("exec {exec:?} in container {container}: prepare {stream}: {source}")]
+    ExecStream {
+        container: String,
+        exec: String,
+        stream: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("update container {container}: invalid resources: {reason}")]
+    InvalidResources { container: String, reason: String },
+
+    #[error("{operation} container {container}: {source}")]
+    Control {
+        operation: &'static str,
+        container: String,
+        #[source]
+        source: Box<rustjail::Error>,
+    },
+
+    #[error("invalid window size {rows}x{columns} for container {container}: {reason}")]
+    InvalidWindowSize {
+        container: String,
+        rows: u32,
+        columns: u32,
+        reason: &'static str,
+    },
+
+    #[error("process {exec:?} of container {container} has no terminal")]
+    NoTerminal { container: String, exec: String },
+
+    #[error("resize terminal of process {exec:?} of container {container}: {source}")]
+    Resize {
+        container: String,
+        exec: String,
+        #[source]
+        source: Box<rustjail::Error>,
+    },
+
+    #[error("list processes of container {container}: invalid format {format:?}, expected \"table\" or \"json\"")]
+    InvalidProcessListFormat { container: String, format: String },
+
+    #[error("list processes of container {container}: {reason}")]
+    ProcessList { container: String, reason: String },
+
+    #[error("list processes of container {container}: read {path}: {source}")]
+    CgroupProcs {
+        container: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("sandbox {id:?} already exists")]
     SandboxExists { id: String },
@@ -123,17 +207,25 @@ impl AgentError {
             | AgentError::MissingProcess { .. }
             | AgentError::InvalidSpec { .. }
             | AgentError::RootfsNotFound { .. }
-            | AgentError::InvalidSignal { .. } => Code::INVALID_ARGUMENT,
+            | AgentError::InvalidSignal { .. }
+            | AgentError::InvalidExecId { .. }
+            | AgentError::MissingExecProcess { .. }
+            | AgentError::InvalidProcess { .. }
+            | AgentError::InvalidResources { .. }
+            | AgentError::InvalidWindowSize { .. }
+            | AgentError::InvalidProcessListFormat { .. } => Code::INVALID_ARGUMENT,
 
-            AgentError::ContainerExists { .. } | AgentError::SandboxExists { .. } => {
-                Code::ALREADY_EXISTS
-            }
+            AgentError::ContainerExists { .. }
+            | AgentError::SandboxExists { .. }
+            | AgentError::ExecExists { .. } => Code::ALREADY_EXISTS,
 
             AgentError::ContainerNotFound { .. } | AgentError::ExecNotFound { .. } => {
                 Code::NOT_FOUND
             }
 
             AgentError::NotCreated { .. }
+            | AgentError::NotRunning { .. }
+            | AgentError::NoTerminal { .. }
             | AgentError::NoStream { .. }
             | AgentError::SandboxHasContainers { .. } => Code::FAILED_PRECONDITION,
 
@@ -144,8 +236,19 @@ impl AgentError {
             AgentError::Pipeline(error) => stage_code(error.code()),
 
             AgentError::Start { source, .. } if source.is_invalid_input() => Code::INVALID_ARGUMENT,
+            AgentError::Exec { source, .. } | AgentError::Control { source, .. }
+                if source.is_invalid_input() =>
+            {
+                Code::INVALID_ARGUMENT
+            }
 
             AgentError::Start { .. }
+            | AgentError::Exec { .. }
+            | AgentError::ExecStream { .. }
+            | AgentError::Control { .. }
+            | AgentError::Resize { .. }
+            | AgentError::ProcessList { .. }
+            | AgentError::CgroupProcs { .. }
             | AgentError::Undo { .. }
             | AgentError::SandboxUndo { .. }
             | AgentError::Signal { .. }

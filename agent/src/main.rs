@@ -2,6 +2,8 @@
 //!
 //! The same binary is also every container's init: rustjail re-executes it as
 //! `/proc/self/exe init`, and that must be detected before anything else runs.
+//! Started as the guest's PID 1, it first mounts the kernel filesystems and, when
+//! it stops for any reason, powers the VM off instead of exiting (see pid1.rs).
 
 mod config;
 mod convert;
@@ -9,6 +11,7 @@ mod error;
 mod isolate;
 mod logging;
 mod modules;
+mod pid1;
 mod pipe;
 mod reaper;
 mod rpc;
@@ -20,14 +23,42 @@ use std::process::ExitCode;
 use clap::Parser;
 use slog::{error, warn};
 
-use crate::config::{Config, Environment, Flags, KernelParams};
+use crate::config::{Config, Environment, Flags, KernelParams, LogLevel};
 
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "init") {
         rustjail::init_main();
     }
 
-    let mut flags = Flags::parse();
+    // As PID 1 nothing is mounted yet, not even the /proc/cmdline the options come from.
+    if pid1::is_init() {
+        let prepared = pid1::prepare_guest();
+        let status = run_agent(Some(&prepared));
+
+        let logger = logging::root_logger(LogLevel::Info);
+        let reason = match status {
+            0 => "the agent stopped".to_string(),
+            status => {
+                format!("the agent failed with exit status {status}; its error is logged above")
+            }
+        };
+        pid1::power_off(&logger, &reason);
+    }
+
+    ExitCode::from(run_agent(None))
+}
+
+/// Runs the agent until SIGTERM or SIGINT and returns its exit status. `prepared` is
+/// what PID 1 start-up did, logged once the logger exists.
+fn run_agent(prepared: Option<&pid1::Prepared>) -> u8 {
+    let mut flags = match Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(failure) => {
+            // Prints the help or version text too, which are not failures.
+            let _ = failure.print();
+            return failure.exit_code().clamp(0, 255) as u8;
+        }
+    };
     flags.isolate |= config::isolate_from_env();
 
     let config = match KernelParams::read(&flags.kernel_cmdline)
@@ -36,7 +67,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(failure) => {
             eprintln!("berth-agent: {failure}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
 
@@ -46,7 +77,7 @@ fn main() -> ExitCode {
             Ok(warning) => warning,
             Err(failure) => {
                 eprintln!("berth-agent: {failure}");
-                return ExitCode::from(1);
+                return 1;
             }
         }
     } else {
@@ -54,6 +85,9 @@ fn main() -> ExitCode {
     };
 
     let logger = logging::root_logger(config.log_level);
+    if let Some(prepared) = prepared {
+        prepared.log(&logger);
+    }
     if flags.isolate && matches!(config.server_addr, protocols::Address::UnixAbstract(_)) {
         warn!(logger, "abstract socket is reachable only inside the isolated network namespace";
             "address" => &config.server_addr_text);
@@ -69,15 +103,15 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(failure) => {
             error!(logger, "build tokio runtime failed"; "error" => %failure);
-            return ExitCode::from(1);
+            return 1;
         }
     };
 
     match runtime.block_on(server::run(config, logger.clone())) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(failure) => {
             error!(logger, "agent failed"; "error" => %failure);
-            ExitCode::from(1)
+            1
         }
     }
 }

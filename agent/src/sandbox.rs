@@ -14,6 +14,10 @@
 //!
 //! A container enters the map only after its pipeline completed and the reaper
 //! watches its init, so a container that is visible can always be torn down.
+//!
+//! Processes of a container: exec id `""` and the container's own id name its init,
+//! any other id names a process started by ExecProcess. An exec id therefore may be
+//! neither of those two.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,6 +29,13 @@ use tokio::sync::Mutex;
 use crate::error::AgentError;
 use crate::pipe::{PipeReader, PipeWriter};
 use crate::reaper::{ExitReceiver, ExitStatus};
+use crate::rpc::oom::OomEvents;
+use crate::rpc::terminal::Terminal;
+
+/// Maximum number of exec processes per container that exited and were waited for but
+/// are still kept, so that their remaining output can be read after WaitProcess.
+/// Beyond it the oldest one is dropped, with its pipes.
+const WAITED_EXECS_MAX: usize = 16;
 
 /// Shared handle to one container's state.
 pub type ContainerHandle = Arc<Mutex<Container>>;
@@ -42,6 +53,9 @@ pub struct Sandbox {
     pub containers: HashMap<String, ContainerHandle>,
     /// Ids whose CreateContainer is running, so a concurrent duplicate is rejected.
     pub creating: HashSet<String>,
+    /// OOM notifications of every container, for GetOOMEvent. They outlive a
+    /// DestroySandbox, which keeps this value for the next sandbox.
+    pub oom_events: Arc<OomEvents>,
 }
 
 impl Sandbox {
@@ -55,6 +69,7 @@ impl Sandbox {
             pipeline: None,
             containers: HashMap::new(),
             creating: HashSet::new(),
+            oom_events: Arc::new(OomEvents::new()),
         }
     }
 
@@ -85,6 +100,33 @@ impl ContainerState {
     }
 }
 
+/// Standard streams of one process. With a terminal, the terminal's master carries
+/// stdin and stdout, and the pipes are absent.
+#[derive(Default)]
+pub struct ProcessIo {
+    pub stdin: Option<Arc<PipeWriter>>,
+    pub stdout: Option<Arc<PipeReader>>,
+    pub stderr: Option<Arc<PipeReader>>,
+    pub terminal: Option<Arc<Terminal>>,
+}
+
+/// A process started in the container by ExecProcess.
+pub struct ExecEntry {
+    /// Pid in the agent's PID namespace.
+    pub pid: i32,
+    pub exit: ExitReceiver,
+    pub io: ProcessIo,
+    /// Order of the WaitProcess that returned this process's status, once one did.
+    pub waited: Option<u64>,
+}
+
+/// One process of a container as a request sees it.
+pub struct ProcessView<'a> {
+    pub pid: i32,
+    pub exit: &'a ExitReceiver,
+    pub io: &'a ProcessIo,
+}
+
 /// One container: its launcher handle, undo records, init exit status and stdio.
 pub struct Container {
     pub id: String,
@@ -99,9 +141,13 @@ pub struct Container {
     /// Set once the teardown ran, for requests that waited on the mutex meanwhile.
     pub removed: bool,
     pub exit: ExitReceiver,
-    pub stdin: Option<Arc<PipeWriter>>,
-    pub stdout: Option<Arc<PipeReader>>,
-    pub stderr: Option<Arc<PipeReader>>,
+    pub io: ProcessIo,
+    /// Processes started by ExecProcess, by exec id.
+    pub execs: HashMap<String, ExecEntry>,
+    /// Count of WaitProcess calls that returned an exec's status, to order them.
+    pub waits: u64,
+    /// Task that forwards the container's OOM notifications; aborted at teardown.
+    pub oom_watcher: Option<tokio::task::AbortHandle>,
 }
 
 impl Container {
@@ -126,23 +172,116 @@ impl Container {
         Ok(())
     }
 
+    /// Returns whether `exec_id` names the init rather than an exec process.
+    fn names_init(&self, exec_id: &str) -> bool {
+        !self.execs.contains_key(exec_id) && (exec_id.is_empty() || exec_id == self.id)
+    }
+
+    /// Returns the process `exec_id` (see the module docs) or NOT_FOUND.
+    pub fn process(&self, exec_id: &str) -> Result<ProcessView<'_>, AgentError> {
+        if self.names_init(exec_id) {
+            return Ok(ProcessView {
+                pid: self.pid,
+                exit: &self.exit,
+                io: &self.io,
+            });
+        }
+
+        let exec = self.exec(exec_id)?;
+        Ok(ProcessView {
+            pid: exec.pid,
+            exit: &exec.exit,
+            io: &exec.io,
+        })
+    }
+
+    /// Returns the streams of the process `exec_id` for a change, or NOT_FOUND.
+    pub fn process_io_mut(&mut self, exec_id: &str) -> Result<&mut ProcessIo, AgentError> {
+        if self.names_init(exec_id) {
+            return Ok(&mut self.io);
+        }
+
+        let container = self.id.clone();
+        self.execs
+            .get_mut(exec_id)
+            .map(|exec| &mut exec.io)
+            .ok_or_else(|| AgentError::ExecNotFound {
+                container,
+                exec: exec_id.to_string(),
+            })
+    }
+
+    fn exec(&self, exec_id: &str) -> Result<&ExecEntry, AgentError> {
+        self.execs
+            .get(exec_id)
+            .ok_or_else(|| AgentError::ExecNotFound {
+                container: self.id.clone(),
+                exec: exec_id.to_string(),
+            })
+    }
+
+    /// Records that WaitProcess returned the status of exec `exec_id`, and drops the
+    /// oldest waited execs beyond [`WAITED_EXECS_MAX`].
+    pub fn mark_waited(&mut self, exec_id: &str) {
+        self.waits += 1;
+        let order = self.waits;
+        if let Some(exec) = self.execs.get_mut(exec_id) {
+            exec.waited.get_or_insert(order);
+        }
+
+        let mut waited: Vec<(u64, String)> = self
+            .execs
+            .iter()
+            .filter_map(|(id, exec)| exec.waited.map(|order| (order, id.clone())))
+            .collect();
+        if waited.len() <= WAITED_EXECS_MAX {
+            return;
+        }
+        waited.sort();
+        let excess = waited.len() - WAITED_EXECS_MAX;
+        for (_, id) in waited.into_iter().take(excess) {
+            self.execs.remove(&id);
+        }
+    }
+
     /// Sends `signal` to the init unless it has exited, since its pid may be reused then.
     pub fn signal_init(&self, signal: u32) -> Result<(), AgentError> {
-        if self.exit.borrow().is_some() {
+        self.signal_process("", signal)
+    }
+
+    /// Sends `signal` to the process `exec_id` unless it has exited, since its pid may
+    /// be reused then.
+    pub fn signal_process(&self, exec_id: &str, signal: u32) -> Result<(), AgentError> {
+        let process = self.process(exec_id)?;
+        if process.exit.borrow().is_some() {
             return Ok(());
         }
 
-        send_signal(self.pid, signal).map_err(|source| AgentError::Signal {
+        send_signal(process.pid, signal).map_err(|source| AgentError::Signal {
             container: self.id.clone(),
-            pid: self.pid,
+            pid: process.pid,
             signal,
             source,
         })
     }
 
-    /// Kills the init, waits up to `timeout` for the reaper to see it exit, then runs
-    /// the pipeline's undos. A timeout leaves the container in place, so a later call
-    /// can try again. Undo failures still mark the container removed, because the
+    /// Kills every exec process that still runs. Without a PID namespace of its own,
+    /// the container's execs would survive the init's death and keep the cgroup busy.
+    fn kill_execs(&self, logger: &Logger) {
+        for (exec_id, exec) in &self.execs {
+            if exec.exit.borrow().is_some() {
+                continue;
+            }
+            if let Err(error) = send_signal(exec.pid, libc::SIGKILL as u32) {
+                slog::warn!(logger, "kill exec process failed";
+                    "exec" => exec_id, "pid" => exec.pid, "error" => %error);
+            }
+        }
+    }
+
+    /// Kills the init and the execs, waits up to `timeout` for the reaper to see them
+    /// exit, then runs the pipeline's undos. A timeout leaves the container in place,
+    /// so a later call can try again. Undo failures still mark the container removed, because the
     /// undo records are consumed either way.
     pub async fn tear_down(
         &mut self,
@@ -150,12 +289,17 @@ impl Container {
         logger: &Logger,
     ) -> Result<(), AgentError> {
         self.signal_init(libc::SIGKILL as u32)?;
+        self.kill_execs(logger);
 
-        let mut exit = self.exit.clone();
-        let exited = tokio::time::timeout(timeout, exit.wait_for(Option::is_some))
-            .await
-            .map(|status| status.is_ok());
-        if exited.is_err() {
+        let mut exits: Vec<ExitReceiver> = vec![self.exit.clone()];
+        exits.extend(self.execs.values().map(|exec| exec.exit.clone()));
+        let all_exited = async move {
+            for exit in &mut exits {
+                // An error means the reaper is gone, which only happens at shutdown.
+                let _ = exit.wait_for(Option::is_some).await;
+            }
+        };
+        if tokio::time::timeout(timeout, all_exited).await.is_err() {
             return Err(AgentError::RemoveTimeout {
                 container: self.id.clone(),
                 timeout,
@@ -163,9 +307,11 @@ impl Container {
         }
 
         self.removed = true;
-        self.stdin = None;
-        self.stdout = None;
-        self.stderr = None;
+        self.io = ProcessIo::default();
+        self.execs.clear();
+        if let Some(watcher) = self.oom_watcher.take() {
+            watcher.abort();
+        }
 
         let Some(mut pipeline) = self.pipeline.take() else {
             return Ok(());
@@ -182,11 +328,6 @@ impl Container {
             container: self.id.clone(),
             source,
         })
-    }
-
-    /// Returns the init's exit status once the reaper reports it.
-    pub fn exit_receiver(&self) -> ExitReceiver {
-        self.exit.clone()
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use slog::{error, info, Logger};
+use slog::{error, info, warn, Logger};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
@@ -68,7 +68,11 @@ pub async fn run(config: Config, logger: Logger) -> Result<(), ServerError> {
     info!(logger, "agent configured";
         "isolate" => config.isolate,
         "run_dir" => %config.guest_paths.run_dir.display(),
-        "resolv_conf" => %config.resolv_conf.display());
+        "resolv_conf" => %config.resolv_conf.display(),
+        "device_timeout_s" => config.device_timeout.as_secs());
+    for param in &config.ignored_params {
+        warn!(logger, "kernel parameter not supported, ignored"; "parameter" => param);
+    }
 
     let socket_path = socket_file(&config.server_addr);
     if let Some(path) = &socket_path {
@@ -137,7 +141,10 @@ fn new_agent(config: &Config, reaper: Reaper, logger: &Logger) -> Agent {
     let sandbox_options = stages::SandboxOptions {
         resolv_conf: config.resolv_conf.clone(),
         module_loader,
-        ..stages::SandboxOptions::default()
+        device_timeout: config.device_timeout,
+    };
+    let container_options = stages::ContainerOptions {
+        device_timeout: config.device_timeout,
     };
 
     Agent {
@@ -146,7 +153,7 @@ fn new_agent(config: &Config, reaper: Reaper, logger: &Logger) -> Agent {
         paths: config.guest_paths.clone(),
         init,
         logger: logger.clone(),
-        container_pipeline: stages::container_pipeline(),
+        container_pipeline: stages::Pipeline::new(stages::container_stages(&container_options)),
         sandbox_pipeline: stages::Pipeline::new(stages::sandbox_stages(&sandbox_options)),
     }
 }

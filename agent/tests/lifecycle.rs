@@ -356,8 +356,8 @@ async fn bad_requests_get_codes() {
             .exec_process(context(), &agent::ExecProcessRequest::new())
             .await,
     );
-    assert_eq!(code, Code::UNIMPLEMENTED);
-    assert_eq!(message, "ExecProcess is not implemented");
+    assert_eq!(code, Code::INVALID_ARGUMENT, "{message}");
+    assert!(message.contains("exec id"), "{message}");
     let (code, message) = code_of(
         client
             .list_routes(context(), &agent::ListRoutesRequest::new())

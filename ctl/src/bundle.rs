@@ -16,6 +16,19 @@ const DEFAULT_ROOTFS: &str = "rootfs";
 /// Reads `bundle/config.json`, resolves `root.path` against the bundle to an absolute
 /// path, and replaces `process.args` with `args` unless `args` is empty.
 pub fn load_bundle(bundle: &Path, args: &[String]) -> Result<Spec> {
+    load(bundle, None, args)
+}
+
+/// Reads `bundle/config.json` like [`load_bundle`], but for a bundle whose root
+/// filesystem is in the guest under the absolute path `guest_bundle`, such as the
+/// `/bundle` a VM image carries. `root.path` becomes `guest_bundle/root.path` (an
+/// absolute `root.path` is kept) and is not checked on this machine, because only the
+/// guest can see it.
+pub fn load_guest_bundle(bundle: &Path, guest_bundle: &Path, args: &[String]) -> Result<Spec> {
+    load(bundle, Some(guest_bundle), args)
+}
+
+fn load(bundle: &Path, guest_bundle: Option<&Path>, args: &[String]) -> Result<Spec> {
     let config_path = bundle.join("config.json");
 
     let text = std::fs::read(&config_path).map_err(|source| Error::ReadConfig {
@@ -27,7 +40,10 @@ pub fn load_bundle(bundle: &Path, args: &[String]) -> Result<Spec> {
         source,
     })?;
 
-    let rootfs = resolve_rootfs(bundle, spec.root().as_ref())?;
+    let rootfs = match guest_bundle {
+        Some(guest_bundle) => guest_bundle.join(configured_rootfs(spec.root().as_ref())),
+        None => resolve_rootfs(bundle, spec.root().as_ref())?,
+    };
     let readonly = spec.root().as_ref().and_then(|root| root.readonly());
     let mut root = Root::default();
     root.set_path(rootfs).set_readonly(readonly);
@@ -46,8 +62,7 @@ pub fn load_bundle(bundle: &Path, args: &[String]) -> Result<Spec> {
 /// Returns the root filesystem of the bundle as an absolute path with symlinks
 /// resolved, and fails when it does not exist or is not a directory.
 fn resolve_rootfs(bundle: &Path, root: Option<&Root>) -> Result<PathBuf> {
-    let configured = root.map_or_else(|| PathBuf::from(DEFAULT_ROOTFS), |root| root.path().clone());
-    let path = bundle.join(configured);
+    let path = bundle.join(configured_rootfs(root));
 
     let absolute = std::fs::canonicalize(&path).map_err(|source| Error::Rootfs {
         path: path.clone(),
@@ -61,6 +76,11 @@ fn resolve_rootfs(bundle: &Path, root: Option<&Root>) -> Result<PathBuf> {
     }
 
     Ok(absolute)
+}
+
+/// Returns `root.path` as config.json gives it, or the default when it names none.
+fn configured_rootfs(root: Option<&Root>) -> PathBuf {
+    root.map_or_else(|| PathBuf::from(DEFAULT_ROOTFS), |root| root.path().clone())
 }
 
 /// Generates a container id, `berth-<pid>-<nanoseconds since the epoch>`, which uses
@@ -114,6 +134,46 @@ mod tests {
 
         let expected = fs::canonicalize(bundle.path().join("rootfs")).unwrap();
         assert_eq!(spec.root().as_ref().unwrap().path(), &expected);
+    }
+
+    #[test]
+    fn guest_bundle_rootfs_not_checked_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("config.json"), MINIMAL_CONFIG).unwrap();
+
+        let spec = load_guest_bundle(dir.path(), Path::new("/bundle"), &[]).unwrap();
+
+        let root = spec.root().as_ref().unwrap();
+        assert_eq!(root.path(), Path::new("/bundle/rootfs"));
+        assert_eq!(root.readonly(), Some(true));
+    }
+
+    #[test]
+    fn guest_bundle_keeps_absolute_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = MINIMAL_CONFIG.replace(r#""path": "rootfs""#, r#""path": "/images/busybox""#);
+        fs::write(dir.path().join("config.json"), config).unwrap();
+        let args = vec!["true".to_string()];
+
+        let spec = load_guest_bundle(dir.path(), Path::new("/bundle"), &args).unwrap();
+
+        assert_eq!(
+            spec.root().as_ref().unwrap().path(),
+            Path::new("/images/busybox")
+        );
+        assert_eq!(
+            spec.process().as_ref().unwrap().args().as_ref().unwrap(),
+            &args
+        );
+    }
+
+    #[test]
+    fn guest_bundle_still_needs_config() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let error = load_guest_bundle(dir.path(), Path::new("/bundle"), &[]).unwrap_err();
+
+        assert!(matches!(error, Error::ReadConfig { .. }));
     }
 
     #[test]

@@ -59,6 +59,32 @@ pub enum Command {
 
     /// Print what the agent reports about the guest (GetGuestDetails).
     GuestDetails,
+
+    /// Run a further process in a running container, attach to its stdio, and exit
+    /// with its exit status (ExecProcess, then WaitProcess).
+    Exec(ExecArgs),
+
+    /// Freeze every process of a container (PauseContainer).
+    Pause(ContainerArgs),
+
+    /// Thaw a paused container (ResumeContainer).
+    Resume(ContainerArgs),
+
+    /// Change the resource limits of a running container (UpdateContainer).
+    Update(UpdateArgs),
+
+    /// Print the CPU, memory, pids, block I/O and huge page usage of a container
+    /// (StatsContainer).
+    Stats(ContainerArgs),
+
+    /// List the processes of a container (ListProcesses).
+    Ps(PsArgs),
+
+    /// Set the window size of a process's terminal (TtyWinResize).
+    Resize(ResizeArgs),
+
+    /// Print a line for each out-of-memory event until interrupted (GetOOMEvent).
+    Events(EventsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -77,12 +103,29 @@ pub struct RunArgs {
     #[arg(long, short = 'i')]
     pub interactive: bool,
 
+    /// Absolute path of the same bundle inside the guest, such as /bundle in the VM
+    /// image. config.json is still read from BUNDLE on this machine, but the root
+    /// filesystem is taken from this guest path and not checked here.
+    #[arg(long, value_name = "GUEST_PATH", value_parser = parse_guest_path)]
+    pub guest_bundle: Option<PathBuf>,
+
     /// Bundle directory that contains config.json and the root filesystem.
     pub bundle: PathBuf,
 
     /// Command and arguments that replace process.args of config.json.
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+/// Accepts only absolute paths, because a relative one has no meaning in the guest.
+fn parse_guest_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(format!(
+            "guest path {text:?} must be absolute, such as /bundle"
+        ));
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +182,98 @@ pub struct RemoveArgs {
     /// up. 0 lets it wait forever.
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 10)]
     pub remove_timeout: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Container id.
+    pub id: String,
+
+    /// Exec id of the new process. Generated when not given.
+    #[arg(long)]
+    pub exec_id: Option<String>,
+
+    /// Give the process a terminal and attach berth's terminal to it in raw mode.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+
+    /// Forward stdin to the process even when it is a terminal. Implied by -t.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+
+    /// User of the process, as UID or UID:GID.
+    #[arg(long, short = 'u', default_value = "0")]
+    pub user: String,
+
+    /// Working directory of the process inside the container.
+    #[arg(long, default_value = "/")]
+    pub cwd: String,
+
+    /// Environment variable NAME=VALUE; repeat for more. PATH gets a default when
+    /// not given.
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+
+    /// Command and arguments.
+    #[arg(last = true, required = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Container id.
+    pub id: String,
+
+    /// Memory limit in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<u64>,
+
+    /// CPU limit as a number of CPUs, such as 0.5 or 2.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+
+    /// Maximum number of processes; -1 or 0 removes the limit.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub pids: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Container id.
+    pub id: String,
+
+    /// Output format: "table" (the guest's ps output for the container's processes)
+    /// or "json" (an array of pids).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+
+    /// Arguments of ps for the table format; -ef when none are given.
+    #[arg(last = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    /// Container id.
+    pub id: String,
+
+    /// Exec id of the process; the container's main process when not given.
+    #[arg(long)]
+    pub exec_id: Option<String>,
+
+    /// Number of rows.
+    #[arg(long)]
+    pub rows: u32,
+
+    /// Number of columns.
+    #[arg(long)]
+    pub cols: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print only the events of this container; all containers' events when not given.
+    pub id: Option<String>,
 }
 
 #[cfg(test)]
@@ -223,6 +358,20 @@ mod tests {
     }
 
     #[test]
+    fn run_guest_bundle_must_be_absolute() {
+        let cli = parse(&["berth", "run", "--guest-bundle", "/bundle", "build/bundle"]);
+        let Command::Run(run) = cli.command else {
+            panic!("expected the run subcommand");
+        };
+        assert_eq!(run.guest_bundle, Some(PathBuf::from("/bundle")));
+        assert_eq!(run.bundle, PathBuf::from("build/bundle"));
+
+        let error = Cli::try_parse_from(["berth", "run", "--guest-bundle", "bundle", "b"])
+            .expect_err("relative guest path is rejected");
+        assert!(error.to_string().contains("must be absolute"), "{error}");
+    }
+
+    #[test]
     fn run_rejects_missing_bundle() {
         assert!(Cli::try_parse_from(["berth", "run"]).is_err());
     }
@@ -285,6 +434,88 @@ mod tests {
 
     #[test]
     fn unknown_subcommand_is_rejected() {
+        assert!(Cli::try_parse_from(["berth", "attach", "c1"]).is_err());
+    }
+
+    #[test]
+    fn exec_takes_command_after_double_dash() {
+        let cli = parse(&[
+            "berth", "exec", "c1", "-t", "--exec-id", "e1", "-u", "1000:100", "-e", "A=1",
+            "--", "sh", "-c", "id",
+        ]);
+
+        let Command::Exec(exec) = cli.command else {
+            panic!("expected the exec subcommand");
+        };
+        assert_eq!(exec.id, "c1");
+        assert_eq!(exec.exec_id.as_deref(), Some("e1"));
+        assert!(exec.tty);
+        assert_eq!(exec.user, "1000:100");
+        assert_eq!(exec.env, ["A=1"]);
+        assert_eq!(exec.cwd, "/");
+        assert_eq!(exec.args, ["sh", "-c", "id"]);
+    }
+
+    #[test]
+    fn exec_requires_command() {
         assert!(Cli::try_parse_from(["berth", "exec", "c1"]).is_err());
+    }
+
+    #[test]
+    fn update_limits() {
+        let cli = parse(&[
+            "berth", "update", "c1", "--memory", "67108864", "--cpus", "0.5", "--pids", "-1",
+        ]);
+
+        let Command::Update(update) = cli.command else {
+            panic!("expected the update subcommand");
+        };
+        assert_eq!(update.memory, Some(67108864));
+        assert_eq!(update.cpus, Some(0.5));
+        assert_eq!(update.pids, Some(-1));
+    }
+
+    #[test]
+    fn ps_format_defaults_to_table() {
+        let cli = parse(&["berth", "ps", "c1"]);
+        let Command::Ps(ps) = cli.command else {
+            panic!("expected the ps subcommand");
+        };
+        assert_eq!(ps.format, "table");
+        assert!(ps.ps_args.is_empty());
+
+        let cli = parse(&["berth", "ps", "c1", "--format", "json"]);
+        let Command::Ps(ps) = cli.command else {
+            panic!("expected the ps subcommand");
+        };
+        assert_eq!(ps.format, "json");
+        assert!(Cli::try_parse_from(["berth", "ps", "c1", "--format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn resize_requires_size() {
+        assert!(Cli::try_parse_from(["berth", "resize", "c1", "--rows", "24"]).is_err());
+
+        let cli = parse(&["berth", "resize", "c1", "--rows", "24", "--cols", "80", "--exec-id", "e1"]);
+        let Command::Resize(resize) = cli.command else {
+            panic!("expected the resize subcommand");
+        };
+        assert_eq!((resize.rows, resize.cols), (24, 80));
+        assert_eq!(resize.exec_id.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn events_id_is_optional() {
+        let cli = parse(&["berth", "events"]);
+        let Command::Events(events) = cli.command else {
+            panic!("expected the events subcommand");
+        };
+        assert_eq!(events.id, None);
+
+        let cli = parse(&["berth", "events", "c1"]);
+        let Command::Events(events) = cli.command else {
+            panic!("expected the events subcommand");
+        };
+        assert_eq!(events.id.as_deref(), Some("c1"));
     }
 }

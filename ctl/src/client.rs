@@ -20,6 +20,8 @@ use ttrpc::r#async::transport::Socket;
 
 use crate::error::{Error, Result};
 
+mod control;
+
 /// Bytes requested by each ReadStdout or ReadStderr call.
 const READ_CHUNK_LEN: u32 = 32 * 1024;
 

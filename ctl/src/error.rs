@@ -65,6 +65,21 @@ pub enum Error {
         written: usize,
     },
 
+    #[error("invalid user {value:?}: expected UID or UID:GID as numbers")]
+    InvalidUser { value: String },
+
+    #[error("invalid {option} {value}: expected a positive number")]
+    InvalidLimit { option: &'static str, value: String },
+
+    #[error("-t needs stdin to be a terminal")]
+    NotATerminal,
+
+    #[error("failed to {operation} the terminal: {source}")]
+    Terminal {
+        operation: &'static str,
+        source: io::Error,
+    },
+
     #[error("failed to start the async runtime: {source}")]
     Runtime { source: io::Error },
 }

@@ -8,7 +8,9 @@ mod bundle;
 mod cli;
 mod client;
 mod commands;
+mod control;
 mod error;
+mod exec;
 #[cfg(test)]
 mod fake_agent;
 mod run;
@@ -73,6 +75,14 @@ async fn dispatch(agent: &Agent, command: Command) -> Result<i32> {
         Command::Kill(args) => commands::kill(agent, args).await?,
         Command::Rm(args) => commands::remove(agent, args).await?,
         Command::GuestDetails => commands::guest_details(agent).await?,
+        Command::Exec(args) => return exec::exec(agent, args).await,
+        Command::Pause(args) => control::pause(agent, &args.id).await?,
+        Command::Resume(args) => control::resume(agent, &args.id).await?,
+        Command::Update(args) => control::update(agent, args).await?,
+        Command::Stats(args) => control::stats(agent, &args.id).await?,
+        Command::Ps(args) => control::ps(agent, args).await?,
+        Command::Resize(args) => control::resize(agent, args).await?,
+        Command::Events(args) => control::events(agent, args).await?,
     }
     Ok(0)
 }

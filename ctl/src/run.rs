@@ -13,7 +13,7 @@ use protobuf::MessageField;
 use protocols::agent::{CreateContainerRequest, CreateSandboxRequest};
 use tokio::task::JoinHandle;
 
-use crate::bundle::{generate_id, load_bundle};
+use crate::bundle::{generate_id, load_bundle, load_guest_bundle};
 use crate::cli::RunArgs;
 use crate::client::{Agent, OutputStream};
 use crate::error::{rpc_code, Error, Result};
@@ -32,7 +32,10 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the bundle described by `args` and returns the container's exit status, which
 /// the agent reports as 128 + the signal number for a process killed by a signal.
 pub async fn run(agent: &Agent, args: RunArgs) -> Result<i32> {
-    let spec = load_bundle(&args.bundle, &args.args)?;
+    let spec = match &args.guest_bundle {
+        Some(guest_bundle) => load_guest_bundle(&args.bundle, guest_bundle, &args.args)?,
+        None => load_bundle(&args.bundle, &args.args)?,
+    };
     let container_id = args.id.clone().unwrap_or_else(generate_id);
     let request = create_container_request(&container_id, &spec);
     let mut signals = CaughtSignals::install()?;

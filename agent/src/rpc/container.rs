@@ -1,19 +1,20 @@
 //! CreateContainer, StartContainer and RemoveContainer.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocols::agent::{CreateContainerRequest, RemoveContainerRequest, StartContainerRequest};
 use protocols::empty::Empty;
-use slog::{info, Logger};
+use slog::{info, warn, Logger};
 use tokio::sync::Mutex;
 
-use super::Agent;
+use super::{exec, oom, Agent};
 use crate::convert;
 use crate::error::{validate_container_id, AgentError};
 use crate::pipe::{PipeReader, PipeWriter};
-use crate::sandbox::{Container, ContainerState};
+use crate::sandbox::{Container, ContainerState, ProcessIo};
 
 /// Wait used by RemoveContainer when the request's timeout is 0. A bounded default
 /// keeps a process stuck in uninterruptible sleep from blocking the request forever.
@@ -93,6 +94,8 @@ pub async fn create_container(
 
     // Registering is the last step: from here on the container is visible to requests.
     let mut sandbox = agent.sandbox.lock().await;
+    let mut container = container;
+    watch_oom(&mut container, &sandbox.oom_events, &logger);
     creating.id = None;
     sandbox.creating.remove(&id);
     sandbox
@@ -160,12 +163,13 @@ fn record_container(
         });
     };
 
-    let (pid, stdin, stdout, stderr) = {
+    let (pid, terminal, stdin, stdout, stderr) = {
         let mut inner = launcher
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         (
             inner.pid(),
+            inner.take_terminal(),
             inner.take_stdin(),
             inner.take_stdout(),
             inner.take_stderr(),
@@ -179,18 +183,30 @@ fn record_container(
         stream,
         source,
     };
-    let stdin = stdin
-        .map(PipeWriter::new)
-        .transpose()
-        .map_err(|source| stream_error("stdin", source))?;
-    let stdout = stdout
-        .map(PipeReader::new)
-        .transpose()
-        .map_err(|source| stream_error("stdout", source))?;
-    let stderr = stderr
-        .map(PipeReader::new)
-        .transpose()
-        .map_err(|source| stream_error("stderr", source))?;
+    // With a terminal the init does not use the pipes, so they are dropped.
+    let io = match terminal {
+        Some(master) => {
+            exec::terminal_io(master).map_err(|source| stream_error("terminal", source))?
+        }
+        None => ProcessIo {
+            stdin: stdin
+                .map(PipeWriter::new)
+                .transpose()
+                .map_err(|source| stream_error("stdin", source))?
+                .map(Arc::new),
+            stdout: stdout
+                .map(PipeReader::new)
+                .transpose()
+                .map_err(|source| stream_error("stdout", source))?
+                .map(Arc::new),
+            stderr: stderr
+                .map(PipeReader::new)
+                .transpose()
+                .map_err(|source| stream_error("stderr", source))?
+                .map(Arc::new),
+            terminal: None,
+        },
+    };
 
     Ok(Container {
         id: id.to_string(),
@@ -201,10 +217,28 @@ fn record_container(
         started: false,
         removed: false,
         exit,
-        stdin: stdin.map(Arc::new),
-        stdout: stdout.map(Arc::new),
-        stderr: stderr.map(Arc::new),
+        io,
+        execs: HashMap::new(),
+        waits: 0,
+        oom_watcher: None,
     })
+}
+
+/// Starts the OOM watcher of a new container. A container without one still runs,
+/// so a failure is logged and not returned.
+fn watch_oom(container: &mut Container, events: &oom::OomEvents, logger: &Logger) {
+    let cgroup_paths = {
+        let launcher = container
+            .launcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        launcher.cgroup().paths().to_vec()
+    };
+
+    match oom::watch(&container.id, &cgroup_paths, events, logger) {
+        Ok(watcher) => container.oom_watcher = Some(watcher),
+        Err(error) => warn!(logger, "container has no OOM notifications"; "error" => %error),
+    }
 }
 
 /// Undoes a pipeline whose container could not be recorded.

@@ -6,12 +6,17 @@
 //! the error into a ttRPC status through [`AgentError::to_ttrpc`].
 
 mod container;
+mod control;
+mod exec;
 mod guest;
 mod health;
 mod metrics;
+pub(crate) mod oom;
 mod process;
+mod ps;
 mod sandbox;
 mod stdio;
+pub(crate) mod terminal;
 mod unimplemented;
 
 use std::future::Future;
@@ -214,18 +219,67 @@ crate::agent_service_impl! {
                 stdio::close_stdin(agent, req)
             }).await
         }
+
+        async fn exec_process(&self, _ctx: &TtrpcContext, req: agent::ExecProcessRequest) -> ttrpc::Result<Empty> {
+            let (id, exec) = (req.container_id.clone(), req.exec_id.clone());
+            self.serve("ExecProcess", RequestIds::process(&id, &exec), move |agent, logger| {
+                detached("exec process", exec::exec_process(agent, logger, req))
+            }).await
+        }
+
+        async fn tty_win_resize(&self, _ctx: &TtrpcContext, req: agent::TtyWinResizeRequest) -> ttrpc::Result<Empty> {
+            let (id, exec) = (req.container_id.clone(), req.exec_id.clone());
+            self.serve("TtyWinResize", RequestIds::process(&id, &exec), move |agent, _logger| {
+                terminal::tty_win_resize(agent, req)
+            }).await
+        }
+
+        async fn pause_container(&self, _ctx: &TtrpcContext, req: agent::PauseContainerRequest) -> ttrpc::Result<Empty> {
+            let id = req.container_id.clone();
+            self.serve("PauseContainer", RequestIds::container(&id), move |agent, logger| {
+                detached("pause container", control::pause_container(agent, logger, req))
+            }).await
+        }
+
+        async fn resume_container(&self, _ctx: &TtrpcContext, req: agent::ResumeContainerRequest) -> ttrpc::Result<Empty> {
+            let id = req.container_id.clone();
+            self.serve("ResumeContainer", RequestIds::container(&id), move |agent, logger| {
+                detached("resume container", control::resume_container(agent, logger, req))
+            }).await
+        }
+
+        async fn update_container(&self, _ctx: &TtrpcContext, req: agent::UpdateContainerRequest) -> ttrpc::Result<Empty> {
+            let id = req.container_id.clone();
+            self.serve("UpdateContainer", RequestIds::container(&id), move |agent, logger| {
+                detached("update container", control::update_container(agent, logger, req))
+            }).await
+        }
+
+        async fn stats_container(&self, _ctx: &TtrpcContext, req: agent::StatsContainerRequest) -> ttrpc::Result<agent::StatsContainerResponse> {
+            let id = req.container_id.clone();
+            self.serve("StatsContainer", RequestIds::container(&id), move |agent, _logger| {
+                control::stats_container(agent, req)
+            }).await
+        }
+
+        async fn list_processes(&self, _ctx: &TtrpcContext, req: agent::ListProcessesRequest) -> ttrpc::Result<agent::ListProcessesResponse> {
+            let id = req.container_id.clone();
+            self.serve("ListProcesses", RequestIds::container(&id), move |agent, _logger| {
+                ps::list_processes(agent, req)
+            }).await
+        }
+
+        async fn get_oom_event(&self, _ctx: &TtrpcContext, req: agent::GetOOMEventRequest) -> ttrpc::Result<agent::OOMEvent> {
+            self.serve("GetOOMEvent", RequestIds::none(), move |agent, _logger| {
+                oom::get_oom_event(agent, req)
+            }).await
+        }
     }
 
     unimplemented {
-        exec_process(agent::ExecProcessRequest) -> Empty = "ExecProcess";
-        update_container(agent::UpdateContainerRequest) -> Empty = "UpdateContainer";
         update_ephemeral_mounts(agent::UpdateEphemeralMountsRequest) -> Empty = "UpdateEphemeralMounts";
-        stats_container(agent::StatsContainerRequest) -> agent::StatsContainerResponse = "StatsContainer";
-        pause_container(agent::PauseContainerRequest) -> Empty = "PauseContainer";
-        resume_container(agent::ResumeContainerRequest) -> Empty = "ResumeContainer";
         remove_stale_virtiofs_share_mounts(agent::RemoveStaleVirtiofsShareMountsRequest) -> Empty = "RemoveStaleVirtiofsShareMounts";
         get_diagnostic_data(agent::GetDiagnosticDataRequest) -> agent::GetDiagnosticDataResponse = "GetDiagnosticData";
-        tty_win_resize(agent::TtyWinResizeRequest) -> Empty = "TtyWinResize";
         update_interface(agent::UpdateInterfaceRequest) -> protocols::types::Interface = "UpdateInterface";
         update_routes(agent::UpdateRoutesRequest) -> agent::Routes = "UpdateRoutes";
         list_interfaces(agent::ListInterfacesRequest) -> agent::Interfaces = "ListInterfaces";
@@ -240,7 +294,6 @@ crate::agent_service_impl! {
         mem_hotplug_by_probe(agent::MemHotplugByProbeRequest) -> Empty = "MemHotplugByProbe";
         set_guest_date_time(agent::SetGuestDateTimeRequest) -> Empty = "SetGuestDateTime";
         copy_file(agent::CopyFileRequest) -> Empty = "CopyFile";
-        get_oom_event(agent::GetOOMEventRequest) -> agent::OOMEvent = "GetOOMEvent";
         add_swap(agent::AddSwapRequest) -> Empty = "AddSwap";
         add_swap_path(agent::AddSwapPathRequest) -> Empty = "AddSwapPath";
         get_volume_stats(agent::VolumeStatsRequest) -> protocols::csi::VolumeStatsResponse = "GetVolumeStats";

@@ -1,7 +1,4 @@
-//! WaitProcess and SignalProcess for a container's init (exec id "").
-//!
-//! ExecProcess is not served yet, so the init is the only process of a container
-//! and any other exec id is NOT_FOUND.
+//! WaitProcess and SignalProcess, for a container's init and its exec processes.
 
 use std::sync::Arc;
 
@@ -15,34 +12,25 @@ use crate::sandbox::{wait_exit, ContainerHandle};
 /// Highest signal number Linux defines (SIGRTMAX).
 const MAX_SIGNAL: u32 = 64;
 
-/// Returns the container named by a process request after checking its exec id.
-pub async fn find_process(
+/// Returns the container `container_id` or NOT_FOUND.
+pub async fn find_container(
     agent: &Agent,
     container_id: &str,
-    exec_id: &str,
 ) -> Result<ContainerHandle, AgentError> {
-    let handle = agent.sandbox.lock().await.container(container_id)?;
-
-    if !exec_id.is_empty() && exec_id != container_id {
-        return Err(AgentError::ExecNotFound {
-            container: container_id.to_string(),
-            exec: exec_id.to_string(),
-        });
-    }
-
-    Ok(handle)
+    agent.sandbox.lock().await.container(container_id)
 }
 
-/// Waits until the process exits and returns its status.
+/// Waits until the process exits and returns its status. An exec process stays
+/// readable after this, until later waits push it out.
 pub async fn wait_process(
     agent: Arc<Agent>,
     request: WaitProcessRequest,
 ) -> Result<WaitProcessResponse, AgentError> {
-    let handle = find_process(&agent, &request.container_id, &request.exec_id).await?;
+    let handle = find_container(&agent, &request.container_id).await?;
     let receiver = {
         let container = handle.lock().await;
         container.ensure_present()?;
-        container.exit_receiver()
+        container.process(&request.exec_id)?.exit.clone()
     };
 
     // The reaper keeps the sender for as long as the pid is unreaped, so None means
@@ -51,6 +39,8 @@ pub async fn wait_process(
         operation: "wait process",
         reason: "the reaper stopped before the process exited".to_string(),
     })?;
+
+    handle.lock().await.mark_waited(&request.exec_id);
 
     let mut response = WaitProcessResponse::new();
     response.status = status;
@@ -62,7 +52,7 @@ pub async fn signal_process(
     agent: Arc<Agent>,
     request: SignalProcessRequest,
 ) -> Result<Empty, AgentError> {
-    let handle = find_process(&agent, &request.container_id, &request.exec_id).await?;
+    let handle = find_container(&agent, &request.container_id).await?;
     let container = handle.lock().await;
     container.ensure_present()?;
 
@@ -73,6 +63,6 @@ pub async fn signal_process(
         });
     }
 
-    container.signal_init(request.signal)?;
+    container.signal_process(&request.exec_id, request.signal)?;
     Ok(Empty::new())
 }

@@ -154,7 +154,10 @@ pub async fn tear_down_everything(agent: &Agent, logger: &Logger) -> Result<(), 
         info!(logger, "sandbox destroyed"; "sandbox" => &sandbox.id);
     }
     let shared = shared_sandbox(&agent.paths, &agent.init, "", "", &agent.logger);
+    let oom_events = sandbox.oom_events.clone();
     *sandbox = Sandbox::new(shared);
+    // A GetOOMEvent may be waiting on the queue; the next sandbox keeps it.
+    sandbox.oom_events = oom_events;
 
     match first_error {
         Some(error) => Err(error),

@@ -1,0 +1,417 @@
+//! Tests that boot the guest image in QEMU, with berth-agent as its PID 1, and call the
+//! agent over hybrid vsock with the block devices a hypervisor gives a real guest.
+//!
+//! They are ignored in a plain `cargo test`, because they need QEMU, the Debian kernel,
+//! vhost-device-vsock and a guest image. `ci/vm-test.sh` checks for those, builds the
+//! image, and runs them with `--ignored`, or prints why it skips them.
+//!
+//! Environment: `BERTH_VM_IMAGE` is the directory with `kernel/vmlinux` and
+//! `initramfs.cpio` (default: `build/vm` of the workspace).
+//! `BERTH_VM_BOOT_TIMEOUT` is the seconds allowed for a boot (default 120).
+//!
+//! Each test boots its own VM through `vm/run-vm.sh`. [`Vm`]'s drop stops it, also
+//! when the test fails, and then prints the guest console.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use protocols::agent::{self, CreateContainerRequest};
+use protocols::agent_ttrpc::AgentServiceClient;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use ttrpc::r#async::transport::Socket;
+
+/// Guest vsock port the agent listens on, as vm/run-vm.sh configures it.
+const AGENT_PORT: u32 = 1024;
+
+/// Deadline of each RPC. TCG runs the guest several times slower than the host.
+const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Seconds the guest may take to hot-plug a device, passed as agent.hotplug_timeout.
+const HOTPLUG_TIMEOUT_SECS: u32 = 30;
+
+/// Directory where CreateContainer storages mount in the guest, inside the agent's
+/// run directory as the storage driver requires.
+const STORAGE_DIR: &str = "/run/kata-containers/sandbox/storage";
+
+/// Root filesystem of the busybox bundle packed into the image.
+const GUEST_ROOTFS: &str = "/bundle/rootfs";
+
+/// One QEMU guest started by vm/run-vm.sh.
+struct Vm {
+    run_dir: TempDir,
+    socket: PathBuf,
+}
+
+impl Vm {
+    /// Boots the guest with `disks` attached as virtio-blk disks 0, 1, ... at PCI slots
+    /// 0x5, 0x6, ... and returns once the agent accepts on its vsock port.
+    fn boot(disks: &[&Path]) -> Vm {
+        let run_dir = tempfile::Builder::new()
+            .prefix("berth-vm-test.")
+            .tempdir()
+            .expect("create run directory");
+        let boot_timeout = std::env::var("BERTH_VM_BOOT_TIMEOUT").unwrap_or_else(|_| "120".into());
+
+        let mut command = Command::new(workspace().join("vm/run-vm.sh"));
+        command
+            .arg("--image")
+            .arg(image_dir())
+            .arg("--run-dir")
+            .arg(run_dir.path())
+            .args(["--boot-timeout", &boot_timeout, "--lifetime", "600"])
+            .args([
+                "--append",
+                &format!("agent.hotplug_timeout={HOTPLUG_TIMEOUT_SECS}"),
+            ]);
+        for disk in disks {
+            command.arg("--disk").arg(disk);
+        }
+        let output = command
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run vm/run-vm.sh");
+
+        // run-vm.sh stops what it started and prints the console when it fails.
+        assert!(
+            output.status.success(),
+            "vm/run-vm.sh failed: {}",
+            output.status
+        );
+        let socket = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        Vm { run_dir, socket }
+    }
+
+    /// Connects to the agent through the hybrid vsock socket.
+    async fn client(&self) -> AgentServiceClient {
+        let mut stream = UnixStream::connect(&self.socket)
+            .await
+            .unwrap_or_else(|error| panic!("connect to {}: {error}", self.socket.display()));
+        stream
+            .write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
+            .await
+            .expect("send CONNECT");
+
+        // Byte by byte, so no byte of the ttRPC stream after the reply line is lost.
+        let mut reply = Vec::new();
+        while reply.last() != Some(&b'\n') {
+            reply.push(stream.read_u8().await.expect("read CONNECT reply"));
+            assert!(reply.len() <= 64, "CONNECT reply too long: {reply:?}");
+        }
+        assert!(reply.starts_with(b"OK "), "CONNECT reply: {reply:?}");
+
+        AgentServiceClient::new(ttrpc::r#async::Client::new(Socket::new(stream)))
+    }
+
+    /// Sends QMP commands, each followed by its JSON arguments, through vm/qmp.py.
+    fn qmp(&self, commands: &[&str]) {
+        let output = Command::new("python3")
+            .arg(workspace().join("vm/qmp.py"))
+            .arg(self.run_dir.path().join("qmp.sock"))
+            .args(commands)
+            .output()
+            .expect("run vm/qmp.py");
+
+        assert!(
+            output.status.success(),
+            "QMP {commands:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.run_dir.path().join("console.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Vm {
+    /// Asks the agent to power the guest off, then stops whatever still runs. After a
+    /// failed test it prints the end of the guest console, where the agent logs.
+    fn drop(&mut self) {
+        let _ = Command::new(workspace().join("vm/stop-vm.sh"))
+            .args(["--graceful", "20"])
+            .arg(self.run_dir.path())
+            .status();
+
+        if std::thread::panicking() {
+            let console = self.console();
+            let lines: Vec<&str> = console.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            let _ = writeln!(
+                std::io::stderr(),
+                "--- guest console ({}, last 80 lines)\n{tail}",
+                self.run_dir.path().join("console.log").display()
+            );
+        }
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace directory")
+        .to_path_buf()
+}
+
+fn image_dir() -> PathBuf {
+    std::env::var_os("BERTH_VM_IMAGE").map_or_else(|| workspace().join("build/vm"), PathBuf::from)
+}
+
+fn context() -> ttrpc::context::Context {
+    ttrpc::context::with_duration(RPC_TIMEOUT)
+}
+
+/// Makes an ext4 image file of 16 MiB whose root directory holds `files`.
+fn ext4_image(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let content = dir.join(format!("{name}.d"));
+    std::fs::create_dir_all(&content).expect("create image content directory");
+    for (file, text) in files {
+        std::fs::write(content.join(file), text).expect("write image file");
+    }
+
+    let image = dir.join(format!("{name}.img"));
+    let output = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
+        .arg(&content)
+        .arg(&image)
+        .arg("16M")
+        .output()
+        .expect("run mkfs.ext4 (e2fsprogs)");
+    assert!(
+        output.status.success(),
+        "mkfs.ext4 {} failed: {}",
+        image.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    image
+}
+
+/// Builds a CreateContainer request that runs `script` with busybox sh in the image's
+/// bundle rootfs, with `extra` merged into the request.
+fn container_request(id: &str, script: &str, extra: serde_json::Value) -> CreateContainerRequest {
+    let mut json = serde_json::json!({
+        "container_id": id,
+        "exec_id": id,
+        "OCI": {
+            "Version": "1.1.0",
+            "Process": {
+                "Terminal": false,
+                "User": { "UID": 0, "GID": 0 },
+                "Args": ["/bin/sh", "-c", script],
+                "Env": ["PATH=/bin"],
+                "Cwd": "/",
+            },
+            "Root": { "Path": GUEST_ROOTFS, "Readonly": false },
+            "Hostname": "berth-vm-test",
+            "Mounts": [
+                { "destination": "/proc", "source": "proc", "type": "proc", "options": [] },
+                { "destination": "/dev", "source": "tmpfs", "type": "tmpfs",
+                  "options": ["nosuid", "mode=755"] },
+            ],
+            "Linux": {
+                "Namespaces": [
+                    { "Type": "pid", "Path": "" },
+                    { "Type": "mount", "Path": "" },
+                    { "Type": "ipc", "Path": "" },
+                    { "Type": "uts", "Path": "" },
+                ],
+            },
+        },
+    });
+    merge(&mut json, extra);
+
+    protocols::parse_request(&json.to_string()).expect("test request parses")
+}
+
+/// Merges `extra` into `base`: objects key by key, any other value replaces.
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+/// Creates the sandbox and the container, starts it, and returns its exit status and
+/// standard output once it exited. The container is removed either way.
+async fn run_container(
+    client: &AgentServiceClient,
+    request: CreateContainerRequest,
+) -> (i32, String) {
+    let id = request.container_id.clone();
+    let sandbox = agent::CreateSandboxRequest {
+        sandbox_id: "vm-test".to_string(),
+        hostname: "berth-vm-test".to_string(),
+        ..Default::default()
+    };
+    client
+        .create_sandbox(context(), &sandbox)
+        .await
+        .expect("CreateSandbox");
+
+    client
+        .create_container(context(), &request)
+        .await
+        .expect("CreateContainer");
+    let started = client
+        .start_container(
+            context(),
+            &agent::StartContainerRequest {
+                container_id: id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    started.expect("StartContainer");
+
+    let output = read_stdout(client, &id).await;
+    let status = client
+        .wait_process(
+            context(),
+            &agent::WaitProcessRequest {
+                container_id: id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("WaitProcess")
+        .status;
+
+    client
+        .remove_container(
+            context(),
+            &agent::RemoveContainerRequest {
+                container_id: id,
+                timeout: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("RemoveContainer");
+    (status, output)
+}
+
+async fn read_stdout(client: &AgentServiceClient, id: &str) -> String {
+    let request = agent::ReadStreamRequest {
+        container_id: id.to_string(),
+        len: 4096,
+        ..Default::default()
+    };
+    let mut output = Vec::new();
+
+    loop {
+        let response = client
+            .read_stdout(context(), &request)
+            .await
+            .expect("ReadStdout");
+        if response.data.is_empty() {
+            return String::from_utf8_lossy(&output).into_owned();
+        }
+        output.extend_from_slice(&response.data);
+    }
+}
+
+/// A disk present at boot, at PCI slot 0x5 (PCI path `05`), mounted by a `blk`
+/// storage and read by the container through a bind mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots a QEMU guest; run by ci/vm-test.sh, which checks for QEMU, the kernel and vhost-device-vsock"]
+async fn blk_storage_mounts_boot_disk() {
+    let dir = tempfile::tempdir().expect("create temporary directory");
+    let token = format!("blk-storage-{}", std::process::id());
+    let disk = ext4_image(dir.path(), "disk0", &[("message.txt", &token)]);
+    let vm = Vm::boot(&[&disk]);
+    let client = vm.client().await;
+    let mount_point = format!("{STORAGE_DIR}/disk0");
+
+    let request = container_request(
+        "blk-storage",
+        "cat /data/message.txt; grep ' /data ' /proc/mounts",
+        serde_json::json!({
+            "storages": [{
+                "driver": "blk",
+                "source": "05",
+                "fstype": "ext4",
+                "options": ["ro"],
+                "mount_point": mount_point,
+            }],
+            "OCI": { "Mounts": [
+                { "destination": "/proc", "source": "proc", "type": "proc", "options": [] },
+                { "destination": "/data", "source": mount_point, "type": "bind",
+                  "options": ["rbind", "ro"] },
+            ] },
+        }),
+    );
+    let (status, output) = run_container(&client, request).await;
+
+    assert_eq!(status, 0, "container output: {output}");
+    assert!(output.starts_with(&token), "output: {output}");
+    assert!(output.contains(" /data ext4 ro"), "output: {output}");
+}
+
+/// A disk hot-plugged through QMP `device_add` after boot, at PCI slot 0x7, handed to
+/// the container as a block device by the `pci-rescan` and `devices` stages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots a QEMU guest; run by ci/vm-test.sh, which checks for QEMU, the kernel and vhost-device-vsock"]
+async fn hot_plugged_disk_reaches_container() {
+    let dir = tempfile::tempdir().expect("create temporary directory");
+    let token = format!("hot-plugged-{}", std::process::id());
+    let disk = dir.path().join("hotplug.img");
+    let mut contents = token.clone().into_bytes();
+    contents.resize(4 << 20, 0);
+    std::fs::write(&disk, &contents).expect("write raw disk");
+    let vm = Vm::boot(&[]);
+    let client = vm.client().await;
+
+    let blockdev = serde_json::json!({
+        "driver": "raw",
+        "node-name": "hotplug0",
+        "file": { "driver": "file", "filename": disk },
+    });
+    vm.qmp(&[
+        "blockdev-add",
+        &blockdev.to_string(),
+        "device_add",
+        r#"{"driver":"virtio-blk-pci","drive":"hotplug0","id":"hotplug0","addr":"0x7"}"#,
+    ]);
+
+    // The host's major and minor numbers in the spec are placeholders: the devices
+    // stage replaces them with the numbers of the node it finds in the guest.
+    let request = container_request(
+        "hot-plug",
+        &format!(
+            "head -c {} /dev/hotplugged; echo; ls -l /dev/hotplugged",
+            token.len()
+        ),
+        serde_json::json!({
+            "devices": [{
+                "id": "07",
+                "type": "blk",
+                "container_path": "/dev/hotplugged",
+            }],
+            "OCI": { "Linux": { "Devices": [{
+                "Path": "/dev/hotplugged",
+                "Type": "b",
+                "Major": 8,
+                "Minor": 0,
+                "FileMode": 0o600,
+                "UID": 0,
+                "GID": 0,
+            }] } },
+        }),
+    );
+    let (status, output) = run_container(&client, request).await;
+
+    assert_eq!(status, 0, "container output: {output}");
+    assert!(output.starts_with(&token), "output: {output}");
+    assert!(output.contains("brw-------"), "output: {output}");
+    assert!(
+        vm.console().contains(r#""stage":"pci-rescan""#),
+        "the pci-rescan stage left no record in the console log"
+    );
+}
