@@ -9,7 +9,10 @@ set -euo pipefail
 # iproute2: `ip`, to look into the network namespaces the agent creates when debugging.
 # libseccomp-dev and pkg-config: rustjail links libseccomp to load seccomp profiles.
 # e2fsprogs and util-linux: storage tests make ext4 images on loop devices they create.
-packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 e2fsprogs util-linux)
+# qemu-system-x86, xz-utils, binutils, cpio and python3: the VM tests boot the agent as
+# a guest's init (vm/README.md). xz and readelf unpack the kernel, and cpio packs the image.
+packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 e2fsprogs util-linux
+    qemu-system-x86 xz-utils binutils cpio python3)
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "ci/deps.sh: must run as root to install packages" >&2

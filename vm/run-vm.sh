@@ -19,6 +19,11 @@
 #   --lifetime S         seconds after which timeout(1) stops QEMU even when it is
 #                        healthy: SIGTERM, then SIGKILL 5 s later (default 1800)
 #   --no-wait            return as soon as QEMU has started
+#   --foreground         after printing the socket path, close stdout and stay until
+#                        QEMU and the daemon exit (after vm/stop-vm.sh RUNDIR). The
+#                        caller then reaps the whole VM by waiting for this script.
+#                        Without it the two timeout(1) wrappers outlive this script and
+#                        are reparented, to init or to the caller's subreaper.
 #
 # RUNDIR contents: vhost.sock (QEMU <-> vhost-device-vsock), vsock.sock (hybrid vsock,
 # printed on stdout), qmp.sock (QMP, for device_add), console.log, qemu.log, vhost.log,
@@ -40,6 +45,7 @@ memory=512
 boot_timeout=60
 lifetime=1800
 wait_ready=1
+foreground=0
 
 usage() {
     sed -n '/^# Usage:/,/^# RUNDIR/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' | sed '$d' >&2
@@ -66,6 +72,7 @@ while [[ $# -gt 0 ]]; do
         --boot-timeout) require_value "$@"; boot_timeout=$2; shift 2 ;;
         --lifetime) require_value "$@"; lifetime=$2; shift 2 ;;
         --no-wait) wait_ready=0; shift ;;
+        --foreground) foreground=1; shift ;;
         -h | --help) usage ;;
         *) echo "$prog: unknown option $1" >&2; usage ;;
     esac
@@ -154,6 +161,8 @@ fail() {
     done
     if [[ $started -eq 1 ]]; then
         "$here/stop-vm.sh" "$run_dir" >&2 || true
+        # Reap the stopped wrappers here, so none is left for init or a subreaper.
+        wait 2>/dev/null || true
     fi
     exit 1
 }
@@ -274,3 +283,9 @@ fi
 
 trap - INT TERM
 echo "$run_dir/vsock.sock"
+
+if [[ $foreground -eq 1 ]]; then
+    # Closing stdout lets a caller that reads the path see the end of the output.
+    exec >&-
+    wait
+fi

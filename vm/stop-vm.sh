@@ -2,13 +2,26 @@
 # Stop the QEMU and vhost-device-vsock processes that vm/run-vm.sh started for RUNDIR,
 # then remove their sockets and pid files. Logs stay in RUNDIR. Safe to run twice.
 #
-# Usage: vm/stop-vm.sh RUNDIR
+# Usage: vm/stop-vm.sh [--graceful SECONDS] RUNDIR
+#   --graceful S   first press Ctrl-Alt-Del through QMP, which berth-agent as PID 1
+#                  takes as a request to remove its containers and power the VM off,
+#                  and wait up to S seconds for QEMU to exit before signalling it
 set -euo pipefail
 
 prog=vm/stop-vm.sh
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+graceful=0
+if [[ ${1:-} == --graceful ]]; then
+    if [[ ! ${2:-} =~ ^[0-9]+$ ]]; then
+        echo "$prog: --graceful needs a number of seconds, not '${2:-}'" >&2
+        exit 2
+    fi
+    graceful=$2
+    shift 2
+fi
 if [[ $# -ne 1 || -z $1 ]]; then
-    echo "usage: $prog RUNDIR" >&2
+    echo "usage: $prog [--graceful SECONDS] RUNDIR" >&2
     exit 2
 fi
 if [[ ! -d $1 ]]; then
@@ -28,6 +41,31 @@ owned_pid() {
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$run_dir/" || return 1
     echo "$pid"
 }
+
+# Succeed when QEMU exits within $graceful seconds of a Ctrl-Alt-Del.
+power_off_guest() {
+    local pid deadline
+    pid=$(owned_pid qemu.pid) || return 1
+    python3 "$here/qmp.py" "$run_dir/qmp.sock" send-key \
+        '{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}' \
+        >/dev/null || return 1
+    deadline=$((SECONDS + graceful))
+    while kill -0 "$pid" 2>/dev/null; do
+        if [[ $SECONDS -ge $deadline ]]; then
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+if [[ $graceful -gt 0 ]] && owned_pid qemu.pid >/dev/null; then
+    if power_off_guest; then
+        echo "$prog: the guest powered off after Ctrl-Alt-Del" >&2
+    else
+        echo "$prog: the guest did not power off within ${graceful}s of Ctrl-Alt-Del;" \
+            "stopping QEMU" >&2
+    fi
+fi
 
 pids=()
 # QEMU first, so the vsock daemon does not vanish under a running guest.

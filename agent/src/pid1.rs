@@ -4,7 +4,7 @@
 //! console on fds 0 to 2 when the archive lacks a `/dev/console` node. [`prepare`]
 //! mounts the kernel filesystems the agent and its containers use and attaches the
 //! console, before anything else reads a path under them. A target that already
-//! holds a mount, such as one an `/init` script made, is left alone.
+//! has a mount, such as one an `/init` script made, is left alone.
 //!
 //! The kernel reparents every orphan to PID 1. The reaper already collects every
 //! exited child with `waitpid(-1)`, whoever its original parent was, so an orphan
@@ -133,12 +133,12 @@ pub enum Pid1Error {
     },
 }
 
-/// What [`prepare`] did, kept until the logger exists.
+/// Outcome of [`prepare`], kept until the logger exists.
 #[derive(Debug, Default)]
 pub struct Prepared {
     /// Mount points that were mounted, in order.
     pub mounted: Vec<PathBuf>,
-    /// Mount points that already held a mount and were left alone.
+    /// Mount points that already had a mount and were left alone.
     pub present: Vec<PathBuf>,
     pub console_attached: bool,
     pub failures: Vec<Pid1Error>,
@@ -403,10 +403,10 @@ mod tests {
             run_prepare_in_child(Path::new(&root));
             return;
         }
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIP prepare_mounts_missing_filesystems: mounting needs root");
-            return;
-        }
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts filesystems and needs root"
+        );
 
         let root = tempfile::tempdir().expect("create temporary root");
         let output = std::process::Command::new("unshare")

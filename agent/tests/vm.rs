@@ -9,12 +9,13 @@
 //! `initramfs.cpio` (default: `build/vm` of the workspace).
 //! `BERTH_VM_BOOT_TIMEOUT` is the seconds allowed for a boot (default 120).
 //!
-//! Each test boots its own VM through `vm/run-vm.sh`. [`Vm`]'s drop stops it, also
-//! when the test fails, and then prints the guest console.
+//! Each test boots its own VM through `vm/run-vm.sh --foreground`, which stays a child
+//! of the test until the VM stops, so the test reaps every process of the VM. [`Vm`]'s
+//! drop stops it, also when the test fails, and then prints the guest console.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use protocols::agent::{self, CreateContainerRequest};
@@ -44,6 +45,8 @@ const GUEST_ROOTFS: &str = "/bundle/rootfs";
 struct Vm {
     run_dir: TempDir,
     socket: PathBuf,
+    /// `vm/run-vm.sh --foreground`, which exits once QEMU and the daemon have exited.
+    run_vm: Child,
 }
 
 impl Vm {
@@ -58,6 +61,7 @@ impl Vm {
 
         let mut command = Command::new(workspace().join("vm/run-vm.sh"));
         command
+            .arg("--foreground")
             .arg("--image")
             .arg(image_dir())
             .arg("--run-dir")
@@ -70,19 +74,27 @@ impl Vm {
         for disk in disks {
             command.arg("--disk").arg(disk);
         }
-        let output = command
+        let mut run_vm = command
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .output()
+            .spawn()
             .expect("run vm/run-vm.sh");
 
-        // run-vm.sh stops what it started and prints the console when it fails.
-        assert!(
-            output.status.success(),
-            "vm/run-vm.sh failed: {}",
-            output.status
-        );
-        let socket = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        Vm { run_dir, socket }
+        // run-vm.sh prints the socket path once the agent accepts. When the boot fails
+        // it stops what it started, prints the console, and exits without a path.
+        let mut line = String::new();
+        let stdout = run_vm.stdout.take().expect("run-vm.sh stdout");
+        let read = BufReader::new(stdout).read_line(&mut line);
+        if !matches!(read, Ok(length) if length > 0) {
+            let status = run_vm.wait().expect("wait for vm/run-vm.sh");
+            panic!("vm/run-vm.sh printed no socket path: {status}, read result {read:?}");
+        }
+
+        Vm {
+            run_dir,
+            socket: PathBuf::from(line.trim()),
+            run_vm,
+        }
     }
 
     /// Connects to the agent through the hybrid vsock socket.
@@ -135,6 +147,7 @@ impl Drop for Vm {
             .args(["--graceful", "20"])
             .arg(self.run_dir.path())
             .status();
+        let _ = self.run_vm.wait();
 
         if std::thread::panicking() {
             let console = self.console();
@@ -164,7 +177,7 @@ fn context() -> ttrpc::context::Context {
     ttrpc::context::with_duration(RPC_TIMEOUT)
 }
 
-/// Makes an ext4 image file of 16 MiB whose root directory holds `files`.
+/// Makes an ext4 image file of 16 MiB whose root directory contains `files`.
 fn ext4_image(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
     let content = dir.join(format!("{name}.d"));
     std::fs::create_dir_all(&content).expect("create image content directory");
@@ -317,8 +330,8 @@ async fn read_stdout(client: &AgentServiceClient, id: &str) -> String {
     }
 }
 
-/// A disk present at boot, at PCI slot 0x5 (PCI path `05`), mounted by a `blk`
-/// storage and read by the container through a bind mount.
+/// Checks that a disk present at boot, at PCI slot 0x5 (PCI path `05`), is mounted by
+/// a `blk` storage and read by the container through a bind mount.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "boots a QEMU guest; run by ci/vm-test.sh, which checks for QEMU, the kernel and vhost-device-vsock"]
 async fn blk_storage_mounts_boot_disk() {
@@ -354,8 +367,8 @@ async fn blk_storage_mounts_boot_disk() {
     assert!(output.contains(" /data ext4 ro"), "output: {output}");
 }
 
-/// A disk hot-plugged through QMP `device_add` after boot, at PCI slot 0x7, handed to
-/// the container as a block device by the `pci-rescan` and `devices` stages.
+/// Checks that a disk hot-plugged through QMP `device_add` after boot, at PCI slot 0x7,
+/// reaches the container as a block device through the `pci-rescan` and `devices` stages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "boots a QEMU guest; run by ci/vm-test.sh, which checks for QEMU, the kernel and vhost-device-vsock"]
 async fn hot_plugged_disk_reaches_container() {
