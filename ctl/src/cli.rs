@@ -440,8 +440,20 @@ mod tests {
     #[test]
     fn exec_takes_command_after_double_dash() {
         let cli = parse(&[
-            "berth", "exec", "c1", "-t", "--exec-id", "e1", "-u", "1000:100", "-e", "A=1",
-            "--", "sh", "-c", "id",
+            "berth",
+            "exec",
+            "c1",
+            "-t",
+            "--exec-id",
+            "e1",
+            "-u",
+            "1000:100",
+            "-e",
+            "A=1",
+            "--",
+            "sh",
+            "-c",
+            "id",
         ]);
 
         let Command::Exec(exec) = cli.command else {
@@ -496,7 +508,17 @@ mod tests {
     fn resize_requires_size() {
         assert!(Cli::try_parse_from(["berth", "resize", "c1", "--rows", "24"]).is_err());
 
-        let cli = parse(&["berth", "resize", "c1", "--rows", "24", "--cols", "80", "--exec-id", "e1"]);
+        let cli = parse(&[
+            "berth",
+            "resize",
+            "c1",
+            "--rows",
+            "24",
+            "--cols",
+            "80",
+            "--exec-id",
+            "e1",
+        ]);
         let Command::Resize(resize) = cli.command else {
             panic!("expected the resize subcommand");
         };
