@@ -241,6 +241,7 @@ impl AgentError {
             {
                 Code::INVALID_ARGUMENT
             }
+            AgentError::Control { source, .. } if source.is_unsupported() => Code::UNIMPLEMENTED,
 
             AgentError::Start { .. }
             | AgentError::Exec { .. }

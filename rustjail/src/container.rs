@@ -17,7 +17,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use oci_spec::runtime::{ContainerState, Hooks, LinuxNamespaceType, LinuxSeccomp, Spec};
-use slog::{debug, Logger};
+use slog::{debug, warn, Logger};
 
 use crate::cgroups::{self, Cgroup};
 use crate::error::Error;
@@ -82,6 +82,8 @@ pub struct Container {
     pub(crate) annotations: Option<std::collections::HashMap<String, String>>,
     started: bool,
     pub(crate) destroyed: bool,
+    /// Spec settings the init left out, such as a label for a disabled security module.
+    warnings: Vec<String>,
     pub(crate) logger: Logger,
 }
 
@@ -153,6 +155,7 @@ impl Container {
             annotations: config.spec.annotations().clone(),
             started: false,
             destroyed: false,
+            warnings: Vec::new(),
             logger,
         };
         match container.set_up(config, &options, &relative_cgroup) {
@@ -188,7 +191,7 @@ impl Container {
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
-            Ok(Some(FromInit::Ready | FromInit::Terminal)) => Err(Error::Init {
+            Ok(Some(FromInit::Ready { .. } | FromInit::Terminal)) => Err(Error::Init {
                 container: self.id.clone(),
                 message: "init reported ready again instead of executing the user process"
                     .to_owned(),
@@ -230,6 +233,13 @@ impl Container {
     /// The stdio pipes are then unused.
     pub fn take_terminal(&mut self) -> Option<OwnedFd> {
         self.terminal.take()
+    }
+
+    /// Spec settings that the init left out because the kernel lacks what they need,
+    /// such as an AppArmor profile on a kernel without AppArmor. Each was logged at
+    /// warn level by `create`.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn cgroup(&self) -> &Cgroup {
@@ -304,8 +314,12 @@ impl Container {
 
         let deadline = Instant::now() + INIT_TIMEOUT;
         match recv_reply(sync, deadline, &mut self.terminal) {
-            Ok(Some(FromInit::Ready)) => {
+            Ok(Some(FromInit::Ready { warnings })) => {
                 debug!(self.logger, "init ready"; "pid" => self.pid);
+                for warning in &warnings {
+                    warn!(self.logger, "container setting not applied"; "container" => &self.id, "reason" => warning);
+                }
+                self.warnings = warnings;
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),

@@ -53,6 +53,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The cgroup v2 device filter could not be loaded or attached, for example because
+    /// the kernel lacks `BPF_PROG_TYPE_CGROUP_DEVICE`.
+    #[error("{operation} {path}: {source}")]
+    DeviceFilter {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("invalid cgroup value {value:?} for {key}: {reason}")]
     CgroupValue {
         key: &'static str,
@@ -121,5 +131,18 @@ impl Error {
                 | Error::ExecutableNotFound { .. }
                 | Error::CgroupValue { .. }
         )
+    }
+
+    /// Reports whether the error comes from a kernel that lacks a feature the spec
+    /// needs, such as device filter programs on cgroup v2, so the agent can map it to
+    /// UNIMPLEMENTED.
+    pub fn is_unsupported(&self) -> bool {
+        match self {
+            Error::DeviceFilter { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+            ),
+            _ => false,
+        }
     }
 }

@@ -129,7 +129,7 @@ impl Container {
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
-            Ok(Some(FromInit::Ready | FromInit::Terminal)) => Err(Error::Init {
+            Ok(Some(FromInit::Ready { .. } | FromInit::Terminal)) => Err(Error::Init {
                 container: self.id.clone(),
                 message: "exec process reported ready instead of executing".to_owned(),
             }),

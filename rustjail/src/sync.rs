@@ -72,7 +72,11 @@ pub(crate) enum FailureKind {
 /// nothing: the socket is close-on-exec, so the caller reads end of file.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromInit {
-    Ready,
+    /// Set up and waiting for start. `warnings` name the spec settings the init left out
+    /// because the kernel lacks what they need.
+    Ready {
+        warnings: Vec<String>,
+    },
     /// The next packet carries the master of the process's terminal.
     Terminal,
     Error {

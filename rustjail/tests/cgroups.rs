@@ -5,8 +5,9 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{config, require_root, Bundle, Guard};
+use common::{config, require_root, Bundle, Guard, Output};
 use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
     LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
     LinuxResourcesBuilder, Spec,
 };
@@ -170,4 +171,210 @@ fn last_container_removes_shared_parent() {
 
     assert!(after_first, "the parent went while a container was in it");
     assert!(!parent_dir.exists(), "{} left behind", parent_dir.display());
+}
+
+#[test]
+fn cpu_cpuset_and_memory_reservation_apply() {
+    require_root();
+    let bundle = Bundle::new();
+    let resources = LinuxResourcesBuilder::default()
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(512u64)
+                .period(50_000u64)
+                .quota(25_000i64)
+                .cpus("0")
+                .mems("0")
+                .build()
+                .unwrap(),
+        )
+        .memory(
+            LinuxMemoryBuilder::default()
+                .reservation(32 * MIB)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let spec = with_resources(
+        bundle.spec(&[
+            "sh",
+            "-c",
+            "cd /sys/fs/cgroup/cpu && cat cpu.shares cpu.cfs_quota_us cpu.cfs_period_us; \
+             grep Cpus_allowed_list /proc/self/status",
+        ]),
+        resources,
+    );
+    let mut guard = Guard::create(config("cpu", spec)).unwrap();
+    let paths = guard.container.cgroup().paths().to_vec();
+    let reservation = read(
+        &hierarchy_path(&paths, "memory"),
+        "memory.soft_limit_in_bytes",
+    );
+    let cpuset = hierarchy_path(&paths, "cpuset");
+    let cpus = read(&cpuset, "cpuset.cpus");
+    let mems = read(&cpuset, "cpuset.mems");
+
+    let output = guard.run();
+
+    assert_eq!(output.code, 0, "{output:?}");
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    assert_eq!(lines[..3], ["512", "25000", "50000"], "{output:?}");
+    assert_eq!(
+        lines[3].split_whitespace().collect::<Vec<_>>(),
+        ["Cpus_allowed_list:", "0"]
+    );
+    assert_eq!(reservation, (32 * MIB).to_string());
+    assert_eq!((cpus.as_str(), mems.as_str()), ("0", "0"));
+}
+
+/// A cgroup directory made by a test in one v1 hierarchy, removed on drop if the
+/// container's cleanup left it.
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn realtime_bandwidth_applies_on_v1() {
+    require_root();
+    let cpu_root = Path::new("/sys/fs/cgroup/cpu");
+    if !cpu_root.join("cpu.rt_runtime_us").exists() {
+        eprintln!("skipped: the kernel has no real-time group scheduling");
+        return;
+    }
+    let bundle = Bundle::new();
+    let resources = LinuxResourcesBuilder::default()
+        .cpu(
+            LinuxCpuBuilder::default()
+                .realtime_period(500_000u64)
+                .realtime_runtime(10_000i64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let spec = with_resources(
+        bundle.spec(&[
+            "cat",
+            "/sys/fs/cgroup/cpu/cpu.rt_period_us",
+            "/sys/fs/cgroup/cpu/cpu.rt_runtime_us",
+        ]),
+        resources,
+    );
+    let config = config("realtime", spec);
+    // A child gets real-time runtime only out of its parent's, and a new cgroup has none.
+    let parent = TestCgroup(cpu_root.join(&config.cgroup_parent));
+    fs::create_dir(&parent.0).unwrap();
+    fs::write(parent.0.join("cpu.rt_runtime_us"), "20000").unwrap();
+
+    let output = Guard::create(config).unwrap().run();
+
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.stdout, "500000\n10000\n", "{output:?}");
+}
+
+/// Returns a spec with a node for sample device 42:0 at `/dev/sample`, which opens it and
+/// then `/dev/null`. Major 42 is reserved for sample drivers and never backs real hardware:
+/// an allowed open fails in the kernel with "No such device or address", a denied one
+/// earlier, in the device cgroup, with "Operation not permitted".
+fn sample_device_spec(bundle: &Bundle, allow_sample: bool) -> Spec {
+    let mut spec = bundle.spec(&[
+        "sh",
+        "-c",
+        "head -c1 /dev/sample; head -c1 /dev/null && echo null-ok",
+    ]);
+    let node = LinuxDeviceBuilder::default()
+        .path("/dev/sample")
+        .typ(LinuxDeviceType::C)
+        .major(42)
+        .minor(0)
+        .file_mode(0o666u32)
+        .build()
+        .unwrap();
+
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_devices(Some(vec![node]));
+    let mut resources = linux.resources().clone().unwrap();
+    // The runc spec starts with "deny all", and the launcher adds its default allows.
+    let mut rules = resources.devices().clone().unwrap();
+    if allow_sample {
+        rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::C)
+                .major(42)
+                .minor(0)
+                .access("r")
+                .build()
+                .unwrap(),
+        );
+    }
+
+    resources.set_devices(Some(rules));
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    spec
+}
+
+fn assert_sample_denied_then_allowed(denied: &Output, allowed: &Output) {
+    assert!(
+        denied.stderr.contains("Operation not permitted"),
+        "{denied:?}"
+    );
+    assert!(
+        allowed.stderr.contains("No such device or address"),
+        "{allowed:?}"
+    );
+    assert_eq!(denied.stdout, "null-ok\n", "{denied:?}");
+    assert_eq!(allowed.stdout, "null-ok\n", "{allowed:?}");
+}
+
+#[test]
+fn v1_device_rules_deny_and_allow() {
+    require_root();
+    let bundle = Bundle::new();
+
+    let denied = Guard::create(config("devices-deny", sample_device_spec(&bundle, false)))
+        .unwrap()
+        .run();
+    let allowed = Guard::create(config("devices-allow", sample_device_spec(&bundle, true)))
+        .unwrap()
+        .run();
+
+    assert_sample_denied_then_allowed(&denied, &allowed);
+}
+
+#[test]
+fn v2_device_filter_denies_and_allows() {
+    require_root();
+    // The cgroup2 mount of this hybrid layout, taken as the cgroup root, is a pure v2
+    // layout with no devices controller.
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if !unified.join("cgroup.controllers").is_file() {
+        eprintln!("skipped: no cgroup2 mount at {}", unified.display());
+        return;
+    }
+    let bundle = Bundle::new();
+    let v2_config = |test: &str, allow_sample: bool| {
+        let mut config = config(test, sample_device_spec(&bundle, allow_sample));
+        config.cgroup_root = unified.to_path_buf();
+        config
+    };
+
+    let mut denied_guard = Guard::create(v2_config("filter-deny", false)).unwrap();
+    assert!(
+        denied_guard.container.cgroup().paths()[0].starts_with(unified),
+        "{:?}",
+        denied_guard.container.cgroup().paths()
+    );
+    let denied = denied_guard.run();
+    let allowed = Guard::create(v2_config("filter-allow", true))
+        .unwrap()
+        .run();
+
+    assert_sample_denied_then_allowed(&denied, &allowed);
 }

@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::fmt;
 use std::fs;
+use std::sync::{Arc, Mutex};
 
-use common::{config, require_root, run, Bundle};
+use common::{config, require_root, run, Bundle, Guard};
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxCapabilitiesBuilder, PosixRlimitBuilder, PosixRlimitType,
     Process, Spec,
@@ -217,4 +219,89 @@ fn cwd_through_proc_fd_is_rejected() {
 
     assert!(matches!(error, Error::InvalidSpec(_)), "{error}");
     assert!(error.to_string().contains("/proc/self/fd/7"), "{error}");
+}
+
+#[test]
+fn no_new_privileges_shows_in_status() {
+    require_root();
+    let bundle = Bundle::new();
+    let spec_with = |no_new_privileges: bool| {
+        let mut spec = bundle.spec(&["cat", "/proc/self/status"]);
+        edit_process(&mut spec, |process| {
+            process.set_no_new_privileges(Some(no_new_privileges));
+        });
+        spec
+    };
+
+    let set = run("nnp-set", spec_with(true));
+    let unset = run("nnp-unset", spec_with(false));
+
+    assert_eq!(status_field(&set.stdout, "NoNewPrivs"), 1, "{set:?}");
+    assert_eq!(status_field(&unset.stdout, "NoNewPrivs"), 0, "{unset:?}");
+}
+
+/// A slog drain that keeps the message and key-value text of every warning.
+#[derive(Clone, Default)]
+struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl slog::Drain for Warnings {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if record.level() == slog::Level::Warning {
+            let mut text = TextSerializer(record.msg().to_string());
+            let _ = slog::KV::serialize(&record.kv(), record, &mut text);
+            self.0.lock().unwrap().push(text.0);
+        }
+        Ok(())
+    }
+}
+
+struct TextSerializer(String);
+
+impl slog::Serializer for TextSerializer {
+    fn emit_arguments(&mut self, key: slog::Key, value: &fmt::Arguments) -> slog::Result {
+        self.0.push_str(&format!(" {key}={value}"));
+        Ok(())
+    }
+}
+
+#[test]
+fn apparmor_profile_without_apparmor_warns_and_runs() {
+    require_root();
+    let apparmor = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|text| text.trim() == "Y");
+    if apparmor {
+        // The profile would be applied, and a test cannot load one into the kernel.
+        eprintln!("skipped: AppArmor is enabled on this machine");
+        return;
+    }
+    let bundle = Bundle::new();
+    let mut spec = bundle.spec(&["echo", "ran"]);
+    edit_process(&mut spec, |process| {
+        process.set_apparmor_profile(Some("berth-test-profile".to_owned()));
+    });
+    let logged = Warnings::default();
+    let mut config = config("apparmor", spec);
+    config.logger = slog::Logger::root(slog::Fuse(logged.clone()), slog::o!());
+
+    let mut guard = Guard::create(config).unwrap();
+    let warnings = guard.container.warnings().to_vec();
+    let output = guard.run();
+
+    assert_eq!(output.stdout, "ran\n", "{output:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("process.apparmorProfile"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("berth-test-profile"), "{warnings:?}");
+    let logged = logged.0.lock().unwrap();
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains("berth-test-profile")),
+        "{logged:?}"
+    );
 }

@@ -1,4 +1,5 @@
-//! Root filesystem options: sysctls, cgroup mounts and the no-pivot mode. Needs root.
+//! Root filesystem options: sysctls, cgroup mounts, propagation, atime options, the
+//! domainname and the no-pivot mode. Needs root.
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::collections::HashMap;
 use std::fs;
 
 use common::{config, require_root, run, Bundle, Guard};
-use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder, Spec};
+use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder, Mount, MountBuilder, Spec};
 use rustjail::{Container, Error, LaunchOptions};
 
 fn with_sysctl(mut spec: Spec, pairs: &[(&str, &str)]) -> Spec {
@@ -122,4 +123,143 @@ fn no_pivot_mode_runs_container() {
 
     assert_eq!(output.code, 0, "{output:?}");
     assert_eq!(output.stdout, "inside the rootfs\n1\n");
+}
+
+/// One line of /proc/self/mountinfo: the mount point, its options and the optional
+/// propagation fields (`shared:N`, `master:N`).
+struct MountLine {
+    options: Vec<String>,
+    propagation: Vec<String>,
+}
+
+/// Finds the last mount at `mount_point` in a mountinfo dump, the one on top.
+fn mount_line(mountinfo: &str, mount_point: &str) -> MountLine {
+    let line = mountinfo
+        .lines()
+        .rev()
+        .find(|line| line.split(' ').nth(4) == Some(mount_point))
+        .unwrap_or_else(|| panic!("no mount at {mount_point} in {mountinfo}"));
+    let fields: Vec<&str> = line.split(' ').collect();
+    let separator = fields.iter().position(|field| *field == "-").unwrap();
+    MountLine {
+        options: fields[5].split(',').map(str::to_owned).collect(),
+        propagation: fields[6..separator].iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+fn tmpfs(destination: &str, options: &[&str]) -> Mount {
+    MountBuilder::default()
+        .destination(destination)
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(
+            options
+                .iter()
+                .map(|option| option.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn with_rootfs_propagation(mut spec: Spec, propagation: &str) -> Spec {
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_rootfs_propagation(Some(propagation.to_owned()));
+    spec.set_linux(Some(linux));
+    spec
+}
+
+#[test]
+fn rootfs_propagation_shows_in_mountinfo() {
+    require_root();
+    let bundle = Bundle::new();
+    let cat = bundle.spec(&["cat", "/proc/self/mountinfo"]);
+
+    let shared = run(
+        "propagation-shared",
+        with_rootfs_propagation(cat.clone(), "shared"),
+    );
+    let private = run(
+        "propagation-private",
+        with_rootfs_propagation(cat, "private"),
+    );
+
+    let shared_root = mount_line(&shared.stdout, "/");
+    assert!(
+        shared_root
+            .propagation
+            .iter()
+            .any(|field| field.starts_with("shared:")),
+        "{shared:?}"
+    );
+    assert!(
+        mount_line(&private.stdout, "/").propagation.is_empty(),
+        "{private:?}"
+    );
+}
+
+#[test]
+fn mount_propagation_and_atime_options_show_in_mountinfo() {
+    require_root();
+    let bundle = Bundle::new();
+    let mut spec = bundle.spec(&["cat", "/proc/self/mountinfo"]);
+    let mut mounts = spec.mounts().clone().unwrap();
+    mounts.extend([
+        tmpfs("/shared", &["shared"]),
+        // The bind of a shared mount joins its peer group, and `slave` then makes it
+        // receive from that group only.
+        MountBuilder::default()
+            .destination("/slave")
+            .typ("bind")
+            .source(bundle.rootfs().join("shared"))
+            .options(vec!["bind".to_owned(), "slave".to_owned()])
+            .build()
+            .unwrap(),
+        tmpfs("/private", &["private"]),
+        tmpfs("/noatime", &["noatime"]),
+        tmpfs("/nodiratime", &["nodiratime"]),
+        tmpfs("/strictatime", &["noatime", "strictatime"]),
+    ]);
+    spec.set_mounts(Some(mounts));
+
+    let output = run("mount-flags", spec);
+
+    assert_eq!(output.code, 0, "{output:?}");
+    let has = |mount_point: &str, prefix: &str| {
+        mount_line(&output.stdout, mount_point)
+            .propagation
+            .iter()
+            .any(|field| field.starts_with(prefix))
+    };
+    assert!(has("/shared", "shared:"), "{output:?}");
+    assert!(has("/slave", "master:"), "{output:?}");
+    assert!(!has("/slave", "shared:"), "{output:?}");
+    assert!(mount_line(&output.stdout, "/private")
+        .propagation
+        .is_empty());
+    let options = |mount_point: &str| mount_line(&output.stdout, mount_point).options;
+    assert!(options("/noatime").contains(&"noatime".to_owned()));
+    assert!(options("/nodiratime").contains(&"nodiratime".to_owned()));
+    let strict = options("/strictatime");
+    assert!(
+        !strict.contains(&"noatime".to_owned()) && !strict.contains(&"relatime".to_owned()),
+        "{strict:?}"
+    );
+}
+
+#[test]
+fn domainname_is_set_in_container_only() {
+    require_root();
+    let bundle = Bundle::new();
+    let mut spec = bundle.spec(&["cat", "/proc/sys/kernel/domainname"]);
+    spec.set_domainname(Some("berth.test".to_owned()));
+    let host_domainname = fs::read_to_string("/proc/sys/kernel/domainname").unwrap();
+
+    let output = run("domainname", spec);
+
+    assert_eq!(output.stdout, "berth.test\n", "{output:?}");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/domainname").unwrap(),
+        host_domainname
+    );
 }

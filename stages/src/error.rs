@@ -113,6 +113,9 @@ impl StageError {
             StageError::Container { source, .. } if source.is_invalid_input() => {
                 ErrorCode::InvalidArgument
             }
+            StageError::Container { source, .. } if source.is_unsupported() => {
+                ErrorCode::Unimplemented
+            }
             StageError::Io { .. }
             | StageError::Mount { .. }
             | StageError::Unmount { .. }

@@ -6,6 +6,7 @@
 //! last container removes it even when another one created it.
 
 mod block_io;
+mod device_filter;
 mod freezer;
 mod layout;
 mod path;

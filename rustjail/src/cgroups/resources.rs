@@ -14,6 +14,7 @@ use oci_spec::runtime::{
 use slog::{warn, Logger};
 
 use super::block_io;
+use super::device_filter::{self, DeviceRule};
 use super::layout::Hierarchy;
 use crate::error::Error;
 
@@ -212,7 +213,12 @@ fn memory_value(key: &'static str, bytes: i64, unified: bool) -> Result<String, 
 }
 
 fn apply_cpu(targets: &[(&Hierarchy, &Path)], cpu: &LinuxCpu) -> Result<(), Error> {
-    if cpu.shares().is_some() || cpu.quota().is_some() || cpu.period().is_some() {
+    if cpu.shares().is_some()
+        || cpu.quota().is_some()
+        || cpu.period().is_some()
+        || cpu.realtime_runtime().is_some()
+        || cpu.realtime_period().is_some()
+    {
         let (hierarchy, directory) = find(targets, "cpu")?;
         if hierarchy.unified {
             apply_cpu_v2(hierarchy, directory, cpu)?;
@@ -262,10 +268,52 @@ fn apply_cpu_v1(hierarchy: &Hierarchy, directory: &Path, cpu: &LinuxCpu) -> Resu
             &quota.to_string(),
         )?;
     }
+    apply_realtime_v1(directory, cpu)
+}
+
+/// Writes the real-time bandwidth, which exists only on v1 kernels built with real-time
+/// group scheduling. The kernel checks a runtime against the current period, so the
+/// period goes first, and the parent cgroup must have a runtime of its own to share.
+fn apply_realtime_v1(directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
+    let settings = [
+        (
+            "cpu.realtimePeriod",
+            "cpu.rt_period_us",
+            cpu.realtime_period().map(|period| period.to_string()),
+        ),
+        (
+            "cpu.realtimeRuntime",
+            "cpu.rt_runtime_us",
+            cpu.realtime_runtime().map(|runtime| runtime.to_string()),
+        ),
+    ];
+    for (key, file, value) in settings {
+        let Some(value) = value else {
+            continue;
+        };
+        let path = directory.join(file);
+        if !path.exists() {
+            return Err(Error::CgroupValue {
+                key,
+                value,
+                reason: format!(
+                    "the kernel has no real-time group scheduling ({} is missing)",
+                    path.display()
+                ),
+            });
+        }
+        write_file(&path, &value)?;
+    }
     Ok(())
 }
 
 fn apply_cpu_v2(hierarchy: &Hierarchy, directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
+    if let Some(runtime) = cpu.realtime_runtime() {
+        return Err(unsupported_on_v2("cpu.realtimeRuntime", runtime));
+    }
+    if let Some(period) = cpu.realtime_period() {
+        return Err(unsupported_on_v2("cpu.realtimePeriod", period));
+    }
     if let Some(shares) = cpu.shares() {
         let weight = shares_to_weight(shares).to_string();
         write_controller_file(hierarchy, directory, "cpu", "cpu.weight", &weight)?;
@@ -288,19 +336,25 @@ fn apply_cpu_v2(hierarchy: &Hierarchy, directory: &Path, cpu: &LinuxCpu) -> Resu
     Ok(())
 }
 
+/// Applies device rules through the v1 devices controller, or on a pure v2 layout
+/// through a device filter program. A hybrid layout has the v1 controller, which
+/// enforces the rules already.
 fn apply_devices(
     targets: &[(&Hierarchy, &Path)],
     rules: &[LinuxDeviceCgroup],
     logger: &Logger,
 ) -> Result<(), Error> {
-    let Some((_, directory)) = targets
+    let v1 = targets
         .iter()
-        .find(|(hierarchy, _)| hierarchy.has("devices") && !hierarchy.unified)
-    else {
-        // NOTE: cgroup v2 controls devices with an eBPF program, which is not written yet,
-        // so on a pure v2 layout the rules are not enforced.
-        warn!(logger, "device cgroup rules not applied: no v1 devices hierarchy"; "rules" => rules.len());
-        return Ok(());
+        .find(|(hierarchy, _)| hierarchy.has("devices") && !hierarchy.unified);
+    let v2 = targets.iter().find(|(hierarchy, _)| hierarchy.unified);
+    let directory = match (v1, v2) {
+        (Some((_, directory)), _) => directory,
+        (None, Some((_, directory))) => return apply_device_filter(directory, rules),
+        (None, None) => {
+            warn!(logger, "device cgroup rules not applied: no devices hierarchy"; "rules" => rules.len());
+            return Ok(());
+        }
     };
 
     for rule in rules {
@@ -315,6 +369,30 @@ fn apply_devices(
         write_file(&directory.join("devices.allow"), rule)?;
     }
     Ok(())
+}
+
+/// Attaches a device filter with the spec's rules followed by the default allows, the
+/// order the v1 controller gets them in. A live update attaches one more filter, and a
+/// request needs the consent of all, so on v2 an update can narrow access but not
+/// widen it.
+fn apply_device_filter(directory: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), Error> {
+    let mut parsed = Vec::new();
+    for rule in rules {
+        let text = device_rule(rule)?;
+        parsed.push(parse_rule(rule.allow(), &text)?);
+    }
+    for text in DEFAULT_DEVICE_RULES {
+        parsed.push(parse_rule(true, text)?);
+    }
+    device_filter::attach(directory, &parsed)
+}
+
+fn parse_rule(allow: bool, text: &str) -> Result<DeviceRule, Error> {
+    DeviceRule::parse(allow, text).ok_or_else(|| Error::CgroupValue {
+        key: "linux.resources.devices",
+        value: text.to_owned(),
+        reason: "not a device rule of the form \"c 1:3 rwm\"".to_owned(),
+    })
 }
 
 /// Formats a rule as the v1 devices controller reads it: `type major:minor access`.
@@ -453,7 +531,7 @@ pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::LinuxDeviceCgroupBuilder;
+    use oci_spec::runtime::{LinuxCpuBuilder, LinuxDeviceCgroupBuilder};
 
     #[test]
     fn shares_map_onto_weight_range() {
@@ -494,6 +572,25 @@ mod tests {
             .unwrap();
         let error = device_rule(&rule).unwrap_err();
         assert!(error.is_invalid_input(), "{error}");
+    }
+
+    #[test]
+    fn realtime_without_kernel_support_names_field() {
+        let directory = tempfile::tempdir().unwrap();
+        let hierarchy = Hierarchy {
+            mount_point: directory.path().to_path_buf(),
+            controllers: vec!["cpu".to_owned()],
+            unified: false,
+        };
+        let cpu = LinuxCpuBuilder::default()
+            .realtime_runtime(10_000i64)
+            .build()
+            .unwrap();
+
+        let error = apply_cpu(&[(&hierarchy, directory.path())], &cpu).unwrap_err();
+
+        assert!(error.to_string().contains("cpu.realtimeRuntime"), "{error}");
+        assert!(error.to_string().contains("cpu.rt_runtime_us"), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod capabilities;
 mod cgroup_mount;
 mod devices;
 mod exec;
+mod lsm;
 mod mount_options;
 mod mounts;
 mod namespaces;
@@ -157,16 +158,22 @@ fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible
         .as_ref()
         .and_then(|linux| linux.seccomp().as_ref());
 
+    // Joining a mount namespace by path can hide the caller's /sys, so the security
+    // modules are looked up first.
+    let labels = lsm::plan(spec, lsm::Enabled::detect());
     namespaces::enter(spec)?;
     // createContainer hooks run during the rootfs setup and see the new names.
     process::set_host_names(spec)?;
-    rootfs::set_up(spec, config)?;
+    rootfs::set_up(spec, config, labels.mount_label.as_deref())?;
     if process.terminal().unwrap_or(false) {
         terminal::set_up(sync)?;
     }
     let prepared = process::prepare(process, seccomp)?;
 
-    send_message(sync, &FromInit::Ready).map_err(failed("send ready"))?;
+    let ready = FromInit::Ready {
+        warnings: labels.warnings.clone(),
+    };
+    send_message(sync, &ready).map_err(failed("send ready"))?;
     match recv_message::<ToInit>(sync, None).map_err(failed("receive start"))? {
         Some(ToInit::Start) => {}
         Some(ToInit::Config(_) | ToInit::Exec(_)) => {
@@ -178,6 +185,7 @@ fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible
         None => std::process::exit(FAILURE_EXIT_CODE),
     }
     run_hooks(crate::hooks::HookPoint::StartContainer, config, "created")?;
+    lsm::set_exec_labels(&labels)?;
 
     Err(process::exec(prepared))
 }

@@ -11,17 +11,23 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Mount;
 
-use super::cgroup_mount;
 use super::mount_options::{self, MountOptions};
 use super::resolve::{open_in_root, Create};
+use super::{cgroup_mount, lsm};
 use super::{failed, InitError};
 
+/// File system types whose files have labels of their own, so they take no SELinux
+/// `context=` option.
+const OWN_LABEL_TYPES: &[&str] = &["proc", "sysfs", "mqueue"];
+
 /// Makes one spec mount under `root`. A `cgroup` mount shows the container's own cgroup
-/// directories, `cgroup_dirs` (see `cgroup_mount`).
+/// directories, `cgroup_dirs` (see `cgroup_mount`). `mount_label` is the SELinux label
+/// of new file systems, when SELinux is enabled.
 pub(crate) fn mount_entry(
     root: BorrowedFd<'_>,
     entry: &Mount,
     cgroup_dirs: &[(PathBuf, PathBuf)],
+    mount_label: Option<&str>,
 ) -> Result<(), InitError> {
     let destination = entry.destination();
     if !destination.is_absolute() {
@@ -59,7 +65,10 @@ pub(crate) fn mount_entry(
             .source()
             .clone()
             .unwrap_or_else(|| PathBuf::from(kind));
-        let data = options.data.join(",");
+        let mut data = options.data.join(",");
+        if let Some(label) = mount_label.filter(|_| !OWN_LABEL_TYPES.contains(&kind)) {
+            data = lsm::mount_data(&data, label);
+        }
         let data = (!data.is_empty()).then_some(data.as_str());
         mount(
             Some(&source),

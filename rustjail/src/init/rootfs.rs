@@ -19,7 +19,12 @@ use super::{devices, failed, sysctl, InitError};
 use crate::sync::InitConfig;
 
 /// Sets up the root filesystem in the init's new mount namespace and makes it the root.
-pub(crate) fn set_up(spec: &Spec, config: &InitConfig) -> Result<(), InitError> {
+/// `mount_label` is the SELinux label of new file systems, when SELinux is enabled.
+pub(crate) fn set_up(
+    spec: &Spec,
+    config: &InitConfig,
+    mount_label: Option<&str>,
+) -> Result<(), InitError> {
     let root = spec
         .root()
         .as_ref()
@@ -63,7 +68,7 @@ pub(crate) fn set_up(spec: &Spec, config: &InitConfig) -> Result<(), InitError> 
     umask(Mode::empty());
 
     for entry in &mounts {
-        mount_entry(root_fd.as_fd(), entry, &config.cgroup_dirs)?;
+        mount_entry(root_fd.as_fd(), entry, &config.cgroup_dirs, mount_label)?;
     }
     let dev_is_bind_mounted = mounts.iter().any(|entry| {
         entry.destination() == Path::new("/dev")
@@ -161,8 +166,14 @@ fn containing_mount_point(path: &Path) -> io::Result<std::path::PathBuf> {
 fn enter_root(root_fd: BorrowedFd<'_>, root_path: &Path) -> Result<(), InitError> {
     let step = |what: &str| format!("pivot_root into {}: {what}", root_path.display());
 
+    let old_root = open_directory(Path::new("/")).map_err(failed(step("open the old root")))?;
     fchdir(root_fd).map_err(failed(step("change directory")))?;
     pivot_root(".", ".").map_err(failed(step("pivot_root")))?;
+    // The old root now sits on top of the new one, and "." still names the new root.
+    // Changing into the old root makes the recursive change below reach only the old
+    // mounts, so the container's own mounts keep the propagation the spec gave them.
+    fchdir(old_root.as_fd()).map_err(failed(step("change directory to the old root")))?;
+    drop(old_root);
     // The old root is still shared or slave of the caller's mounts. Making it a slave keeps
     // the unmount below from propagating to the caller's namespace.
     mount(
