@@ -73,6 +73,16 @@ fn holder_pid(path: &Path) -> Option<i32> {
     })
 }
 
+/// Serialises the tests that run the sandbox pipeline. Each may start a PID namespace
+/// holder as a child of this test process, and the leak counts below would see the
+/// holder of a test running in parallel.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static PIPELINE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PIPELINE_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn run(test: &TestSandbox, options: SandboxOptions, request: SandboxRequest) -> Observed {
     let sandbox = test.sandbox.clone();
     std::thread::spawn(move || {
@@ -140,6 +150,7 @@ fn full_request(test: &TestSandbox, hooks: &Path) -> SandboxRequest {
 
 #[test]
 fn sandbox_set_up_and_torn_down() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let hooks = root.path().join("hooks");
     fs::create_dir_all(hooks.join("prestart")).unwrap();
@@ -175,6 +186,7 @@ fn sandbox_set_up_and_torn_down() {
 
 #[test]
 fn storage_failure_rolls_back_everything() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let test = test_sandbox_with_hooks(root.path(), Some(root.path().join("hooks")));
     let loader = Arc::new(FakeLoader::default());
@@ -200,6 +212,7 @@ fn storage_failure_rolls_back_everything() {
 
 #[test]
 fn failing_module_named() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let test = test_sandbox_with_hooks(root.path(), None);
     let loader = Arc::new(FakeLoader {
