@@ -179,14 +179,24 @@ fn run_one(point: HookPoint, hook: &Hook, state: &str) -> Result<(), HookError> 
     )))
 }
 
-/// Waits for the hook's helper to exit within `timeout`, killing it after that, which
-/// kills the hook too. Returns the hook's exit code, or 128 plus the signal number.
+/// Time a hook's helper gets to kill and reap a timed-out hook before it is killed itself.
+const HELPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits for the hook's helper to exit within `timeout`, then has it kill the hook. Returns the hook's exit code, or 128 plus the signal number.
 fn wait(child: &HookChild, timeout: Duration) -> Result<i32, String> {
     let exited = wait_readable(&child.pidfd, timeout)
         .map_err(|errno| format!("wait for pid {}: {errno}", child.pid))?;
     if !exited {
-        pidfd_send_signal(&child.pidfd, Signal::KILL)
-            .map_err(|errno| format!("kill pid {} after timeout: {errno}", child.pid))?;
+        // SIGTERM asks the helper to kill the hook and reap it; SIGKILL is the fallback for
+        // a helper that does not exit, which would orphan the hook.
+        pidfd_send_signal(&child.pidfd, Signal::TERM)
+            .map_err(|errno| format!("stop pid {} after timeout: {errno}", child.pid))?;
+        let stopped = wait_readable(&child.pidfd, HELPER_STOP_TIMEOUT)
+            .map_err(|errno| format!("wait for pid {}: {errno}", child.pid))?;
+        if !stopped {
+            pidfd_send_signal(&child.pidfd, Signal::KILL)
+                .map_err(|errno| format!("kill pid {} after timeout: {errno}", child.pid))?;
+        }
     }
 
     let options = WaitIdOptions::EXITED | WaitIdOptions::from_bits_retain(libc::__WALL as u32);

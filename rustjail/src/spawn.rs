@@ -373,10 +373,21 @@ unsafe fn run_hook_helper(
         unsafe { exec_hook(helper, program, argv, envp) }
     }
 
+    // Every signal is blocked, so SIGCHLD and SIGTERM stay pending until sigwaitinfo takes
+    // them. SIGTERM is the caller's timeout: the helper kills the hook and still reaps it,
+    // so no orphaned hook is left for another process to collect.
+    // SAFETY: sigemptyset and sigaddset only write to `wanted`, a valid sigset_t.
+    let wanted = unsafe {
+        let mut wanted: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut wanted);
+        libc::sigaddset(&mut wanted, libc::SIGCHLD);
+        libc::sigaddset(&mut wanted, libc::SIGTERM);
+        wanted
+    };
     let mut status: libc::c_int = 0;
     loop {
         // SAFETY: waitpid is async-signal-safe and `status` outlives the call.
-        let reaped = unsafe { libc::waitpid(hook as libc::pid_t, &mut status, 0) };
+        let reaped = unsafe { libc::waitpid(hook as libc::pid_t, &mut status, libc::WNOHANG) };
         if reaped == hook as libc::pid_t {
             break;
         }
@@ -384,6 +395,12 @@ unsafe fn run_hook_helper(
         if reaped < 0 && unsafe { *libc::__errno_location() } != libc::EINTR {
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(126) };
+        }
+        // SAFETY: sigwaitinfo is async-signal-safe; a null siginfo pointer is allowed.
+        let signal = unsafe { libc::sigwaitinfo(&wanted, std::ptr::null_mut()) };
+        if signal == libc::SIGTERM {
+            // SAFETY: kill is async-signal-safe; `hook` is this helper's unreaped child.
+            unsafe { libc::kill(hook as libc::pid_t, libc::SIGKILL) };
         }
     }
     let code = if libc::WIFEXITED(status) {
