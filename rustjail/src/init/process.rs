@@ -84,10 +84,10 @@ pub(crate) fn prepare(
     })
 }
 
-/// Writes the OOM score adjustment. Lowering the score below the minimum the init
-/// inherited needs `CAP_SYS_RESOURCE`; a runtime that lacks it (a nested or restricted
-/// host, never a guest VM, where the agent holds every capability) keeps the inherited
-/// score, which only makes the container easier to kill, never harder.
+/// Writes the OOM score adjustment. Lowering the score below the inherited minimum needs
+/// `CAP_SYS_RESOURCE`. A runtime without it, on a restricted host, keeps the inherited
+/// score, which only makes the container easier to kill. In a guest VM the agent has
+/// every capability, so this fallback does not apply there.
 fn set_oom_score_adj(score: i32) -> Result<(), InitError> {
     match std::fs::write("/proc/self/oom_score_adj", score.to_string()) {
         Ok(()) => Ok(()),
