@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources};
 use slog::warn;
@@ -17,7 +18,12 @@ use crate::storage::mount_points;
 
 /// Appends a deny rule for the guest root's block device to `linux.resources.devices`.
 #[derive(Debug, Default)]
-pub struct CgroupFixup;
+pub struct CgroupFixup {
+    /// The guest root's block device, or None when root is not a block device. The guest
+    /// root never changes while the agent runs, and generating the kernel's mount table
+    /// was most of this stage's cost per container, so it is read once.
+    root_device: OnceLock<Option<(u64, u64)>>,
+}
 
 impl Stage<ContainerContext> for CgroupFixup {
     fn name(&self) -> &'static str {
@@ -25,30 +31,16 @@ impl Stage<ContainerContext> for CgroupFixup {
     }
 
     fn apply(&self, ctx: &mut ContainerContext) -> Result<Box<dyn Undo>, StageError> {
-        let paths = &ctx.sandbox.paths;
-        let mountinfo = paths.procfs.join("self/mountinfo");
-        let table = match std::fs::read_to_string(&mountinfo) {
-            Ok(table) => table,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                warn!(ctx.sandbox.logger, "mount table missing, guest root device not denied";
-                    "container" => &ctx.id, "path" => %mountinfo.display());
-                return Ok(Box::new(NoUndo));
-            }
-            Err(error) => return Err(StageError::io("read", mountinfo, error)),
+        let device = match self.root_device.get() {
+            Some(device) => *device,
+            None => match find_root_block_device(ctx)? {
+                Lookup::Found(device) => *self.root_device.get_or_init(|| device),
+                Lookup::NoMountTable => None,
+            },
         };
-
-        let Some((major, minor)) = root_device(&table, &mountinfo)? else {
+        let Some((major, minor)) = device else {
             return Ok(Box::new(NoUndo));
         };
-        // Only numbers that sysfs lists as a block device name a disk. A tmpfs or
-        // overlay root has anonymous numbers that no device cgroup rule can match.
-        if !paths
-            .sysfs
-            .join(format!("dev/block/{major}:{minor}"))
-            .exists()
-        {
-            return Ok(Box::new(NoUndo));
-        }
 
         let rule = LinuxDeviceCgroupBuilder::default()
             .allow(false)
@@ -73,6 +65,42 @@ impl Stage<ContainerContext> for CgroupFixup {
             .push(rule);
         Ok(Box::new(NoUndo))
     }
+}
+
+/// Outcome of looking for the guest root's block device.
+enum Lookup {
+    /// The mount table was read: the device, or None when root is not a block device.
+    Found(Option<(u64, u64)>),
+    /// The mount table is missing, so nothing is known and nothing is cached.
+    NoMountTable,
+}
+
+fn find_root_block_device(ctx: &ContainerContext) -> Result<Lookup, StageError> {
+    let paths = &ctx.sandbox.paths;
+    let mountinfo = paths.procfs.join("self/mountinfo");
+    let table = match std::fs::read_to_string(&mountinfo) {
+        Ok(table) => table,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            warn!(ctx.sandbox.logger, "mount table missing, guest root device not denied";
+                "container" => &ctx.id, "path" => %mountinfo.display());
+            return Ok(Lookup::NoMountTable);
+        }
+        Err(error) => return Err(StageError::io("read", mountinfo, error)),
+    };
+
+    let Some((major, minor)) = root_device(&table, &mountinfo)? else {
+        return Ok(Lookup::Found(None));
+    };
+    // Only numbers that sysfs lists as a block device name a disk. A tmpfs or overlay
+    // root has anonymous numbers that no device cgroup rule can match.
+    if !paths
+        .sysfs
+        .join(format!("dev/block/{major}:{minor}"))
+        .exists()
+    {
+        return Ok(Lookup::Found(None));
+    }
+    Ok(Lookup::Found(Some((major, minor))))
 }
 
 /// Returns the major and minor numbers of the file system mounted on `/`, from the last
@@ -163,7 +191,7 @@ mod tests {
                 .unwrap(),
         ));
 
-        CgroupFixup.apply(&mut ctx).expect("rule added");
+        CgroupFixup::default().apply(&mut ctx).expect("rule added");
 
         assert_eq!(rules(&ctx), ["allow  *:* rwm", "deny b 254:1 rw"]);
     }
@@ -175,9 +203,27 @@ mod tests {
         fake_guest(&test, TABLE, &["254:1"]);
         let mut ctx = test_context(&test.sandbox, "c1");
 
-        CgroupFixup.apply(&mut ctx).expect("rule added");
+        CgroupFixup::default().apply(&mut ctx).expect("rule added");
 
         assert_eq!(rules(&ctx), ["deny b 254:1 rw"]);
+    }
+
+    #[test]
+    fn root_device_read_once_per_stage() {
+        let root = tempfile::tempdir().unwrap();
+        let test = test_sandbox(root.path());
+        fake_guest(&test, TABLE, &["254:1"]);
+        let stage = CgroupFixup::default();
+        let mut first = test_context(&test.sandbox, "c1");
+        stage.apply(&mut first).expect("rule added");
+        std::fs::remove_file(test.sandbox.paths.procfs.join("self/mountinfo")).unwrap();
+        let mut second = test_context(&test.sandbox, "c2");
+
+        stage
+            .apply(&mut second)
+            .expect("rule added from the cached device");
+
+        assert_eq!(rules(&second), ["deny b 254:1 rw"]);
     }
 
     #[test]
@@ -188,7 +234,9 @@ mod tests {
         let mut ctx = test_context(&test.sandbox, "c1");
         let before = ctx.spec.clone();
 
-        CgroupFixup.apply(&mut ctx).expect("nothing to deny");
+        CgroupFixup::default()
+            .apply(&mut ctx)
+            .expect("nothing to deny");
 
         assert_eq!(ctx.spec, before);
     }
@@ -200,7 +248,10 @@ mod tests {
         fake_guest(&test, "21 1 x / / rw - ext4 /dev/vda rw\n", &[]);
         let mut ctx = test_context(&test.sandbox, "c1");
 
-        let error = CgroupFixup.apply(&mut ctx).err().expect("bad table");
+        let error = CgroupFixup::default()
+            .apply(&mut ctx)
+            .err()
+            .expect("bad table");
 
         assert_eq!(error.code(), ErrorCode::InvalidArgument);
     }
@@ -211,7 +262,7 @@ mod tests {
         let test = test_sandbox(root.path());
         let mut ctx = test_context(&test.sandbox, "c1");
 
-        CgroupFixup.apply(&mut ctx).expect("skipped");
+        CgroupFixup::default().apply(&mut ctx).expect("skipped");
 
         assert!(rules(&ctx).is_empty());
         assert!(test.records.lines()[0].contains("mount table missing"));

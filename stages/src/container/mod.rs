@@ -59,7 +59,7 @@ pub fn container_stages(options: &ContainerOptions) -> Vec<Box<dyn Stage<Contain
         Box::new(Storages {
             device_timeout: options.device_timeout,
         }),
-        Box::new(CgroupFixup),
+        Box::new(CgroupFixup::default()),
         Box::new(Cpuset),
         Box::new(Sysctls),
         Box::new(Namespaces),
