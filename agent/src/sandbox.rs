@@ -244,6 +244,38 @@ impl Container {
         }
     }
 
+    /// Reports whether the container is paused; a launcher error counts as not paused,
+    /// so callers go on with their request and meet the real error there.
+    pub fn is_paused(&self) -> bool {
+        let launcher = self
+            .launcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        launcher.is_paused().unwrap_or(false)
+    }
+
+    /// Resumes a paused container after its processes were sent SIGKILL: frozen tasks
+    /// die only once thawed, so without this a kill or a removal would wait forever.
+    pub fn thaw_after_kill(&self, logger: &Logger) {
+        let launcher = self
+            .launcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match launcher.is_paused() {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(error) = launcher.resume() {
+                    slog::warn!(logger, "resume of killed paused container failed";
+                        "container" => &self.id, "error" => %error);
+                }
+            }
+            Err(error) => {
+                slog::warn!(logger, "freezer state unreadable, container not resumed";
+                    "container" => &self.id, "error" => %error);
+            }
+        }
+    }
+
     /// Sends `signal` to the init unless it has exited, since its pid may be reused then.
     pub fn signal_init(&self, signal: u32) -> Result<(), AgentError> {
         self.signal_process("", signal)
@@ -290,6 +322,7 @@ impl Container {
     ) -> Result<(), AgentError> {
         self.signal_init(libc::SIGKILL as u32)?;
         self.kill_execs(logger);
+        self.thaw_after_kill(logger);
 
         let mut exits: Vec<ExitReceiver> = vec![self.exit.clone()];
         exits.extend(self.execs.values().map(|exec| exec.exit.clone()));

@@ -436,6 +436,39 @@ async fn pause_and_resume_freeze_cgroup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_container_rejects_exec_and_is_removable() {
+    let running = Running::start("frozen", &["/bin/sleep", "100"], |_| {}).await;
+    running
+        .client
+        .pause_container(
+            context(),
+            &agent::PauseContainerRequest {
+                container_id: running.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("pause");
+
+    let request = exec_request(&running.id, "while-paused", &["/bin/true"], 0, false);
+    let error = running
+        .client
+        .exec_process(context(), &request)
+        .await
+        .expect_err("exec into a paused container");
+
+    let status = match error {
+        ttrpc::Error::RpcStatus(status) => status,
+        other => panic!("expected an RPC status, got {other:?}"),
+    };
+    assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
+    assert!(status.message().contains("paused"), "{}", status.message());
+
+    // Removal kills the frozen init and must thaw it, or the kill never lands.
+    running.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_changes_memory_limit() {
     let running = Running::start("update", &["/bin/sleep", "100"], |_| {}).await;
     let limit_file = running.cgroup_dir("memory").join("memory.limit_in_bytes");

@@ -24,6 +24,12 @@ impl Container {
         Ok(())
     }
 
+    /// Reports whether the container is paused. Processes of a paused container neither
+    /// run nor die, so a caller that kills them must resume the container too.
+    pub fn is_paused(&self) -> Result<bool, Error> {
+        self.cgroup.is_frozen()
+    }
+
     /// Reads the usage statistics of the container's cgroup.
     pub fn stats(&self) -> Result<CgroupStats, Error> {
         self.cgroup.stats()

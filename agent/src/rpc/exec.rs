@@ -53,6 +53,13 @@ pub async fn exec_process(
             state: state.name(),
         });
     }
+    // A process cloned into a frozen cgroup freezes too, before it could report back.
+    if container.is_paused() {
+        return Err(AgentError::NotRunning {
+            id: container_id,
+            state: "paused",
+        });
+    }
 
     let since = agent.reaper.checkpoint();
     let launcher = container.launcher.clone();

@@ -64,5 +64,8 @@ pub async fn signal_process(
     }
 
     container.signal_process(&request.exec_id, request.signal)?;
+    if request.signal == libc::SIGKILL as u32 {
+        container.thaw_after_kill(&agent.logger);
+    }
     Ok(Empty::new())
 }

@@ -18,6 +18,26 @@ use crate::error::Error;
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cgroup {
+    /// Reports whether the cgroup is frozen or being frozen. A cgroup without a freezer
+    /// is never frozen.
+    pub(crate) fn is_frozen(&self) -> Result<bool, Error> {
+        let targets: Vec<_> = self.hierarchies().collect();
+        let v1 = targets
+            .iter()
+            .find(|(hierarchy, _)| !hierarchy.unified && hierarchy.has("freezer"));
+        let v2 = targets.iter().find(|(hierarchy, _)| hierarchy.unified);
+        match v1.or(v2) {
+            Some((hierarchy, directory)) if hierarchy.unified => {
+                Ok(read(&directory.join("cgroup.freeze"))?.trim() == "1")
+            }
+            Some((_, directory)) => {
+                let state = read(&directory.join("freezer.state"))?;
+                Ok(matches!(state.trim(), "FROZEN" | "FREEZING"))
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Freezes (true) or thaws (false) the cgroup and returns once the kernel reports the
     /// new state.
     pub(crate) fn set_frozen(&self, frozen: bool) -> Result<(), Error> {
