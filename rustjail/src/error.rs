@@ -12,7 +12,10 @@ pub enum Error {
     #[error("rootfs {path} is missing or not a directory")]
     RootfsMissing { path: PathBuf },
 
-    #[error("executable {name:?} not found in $PATH of container {container}")]
+    #[error(
+        "executable {name:?} not found {} of container {container}",
+        searched_in(name)
+    )]
     ExecutableNotFound { container: String, name: String },
 
     #[error("container {0} was already started")]
@@ -144,5 +147,15 @@ impl Error {
             ),
             _ => false,
         }
+    }
+}
+
+/// Where an executable was looked for: a name with a slash is a path in the rootfs, any
+/// other name is searched in the container's `PATH`.
+pub(crate) fn searched_in(name: &str) -> &'static str {
+    if name.contains('/') {
+        "in the rootfs"
+    } else {
+        "in $PATH"
     }
 }

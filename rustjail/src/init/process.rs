@@ -309,7 +309,10 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
         kind: FailureKind::ExecutableNotFound {
             name: name.to_owned(),
         },
-        message: format!("executable {name:?} not found in $PATH"),
+        message: format!(
+            "executable {name:?} not found {}",
+            crate::error::searched_in(name)
+        ),
     };
 
     if name.contains('/') {
