@@ -36,6 +36,20 @@ pub struct InitCommand {
     pub args: Vec<OsString>,
 }
 
+impl InitCommand {
+    /// Makes the sealed in-memory copy of the init program now instead of at the first
+    /// container. A long-running caller then keeps one descriptor for it from the start,
+    /// and the first container pays no copy.
+    pub fn prepare(&self) -> Result<(), Error> {
+        crate::spawn::sealed_program(&self.program)
+            .map(drop)
+            .map_err(|source| Error::SealProgram {
+                program: self.program.clone(),
+                source,
+            })
+    }
+}
+
 /// Everything [`Container::create`] needs.
 pub struct ContainerConfig {
     pub id: String,

@@ -24,6 +24,13 @@ pub enum Error {
     #[error("container {0} is not running")]
     NotRunning(String),
 
+    #[error("make a sealed copy of init program {}: {source}", .program.display())]
+    SealProgram {
+        program: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("prepare {resource} for container {container}: {source}")]
     Prepare {
         container: String,
