@@ -97,9 +97,9 @@ fn run_agent(prepared: Option<&pid1::Prepared>) -> u8 {
     }
 
     // One worker thread. RPC handlers are short and the container pipelines run on the
-    // blocking pool, so a second worker only adds wake-ups between threads: with two, a
+    // blocking pool, so a second worker only adds wake-ups between threads. With two, a
     // Health.Check cost the agent about ten system calls, five of them futex, instead
-    // of three (strace of the agent answering Health.Check in a loop, on 2 cores).
+    // of three (strace of the agent serving Health.Check in a loop, on 2 cores).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

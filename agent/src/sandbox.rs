@@ -120,7 +120,7 @@ pub struct ExecEntry {
     pub waited: Option<u64>,
 }
 
-/// One process of a container as a request sees it.
+/// One process of a container: its pid, exit status and stdio, borrowed for a request.
 pub struct ProcessView<'a> {
     pub pid: i32,
     pub exit: &'a ExitReceiver,
@@ -244,8 +244,8 @@ impl Container {
         }
     }
 
-    /// Reports whether the container is paused; a launcher error counts as not paused,
-    /// so callers go on with their request and meet the real error there.
+    /// Reports whether the container is paused. A launcher error counts as not paused,
+    /// so the caller goes on with its request and gets the real error from it.
     pub fn is_paused(&self) -> bool {
         let launcher = self
             .launcher

@@ -129,7 +129,8 @@ fn new_agent(config: &Config, reaper: Reaper, logger: &Logger) -> Agent {
         args: vec!["init".into()],
     };
     // Sealing the init copy at start-up keeps the agent's descriptor count constant from
-    // the first request on; a failure here shows again, per container, at CreateContainer.
+    // the first request on. A failure here is not fatal, because CreateContainer retries
+    // the copy and reports the error for that container.
     if let Err(error) = init.prepare() {
         slog::warn!(logger, "sealed copy of the init program not made"; "error" => %error);
     }

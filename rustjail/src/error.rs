@@ -157,8 +157,8 @@ impl Error {
     }
 }
 
-/// Where an executable was looked for: a name with a slash is a path in the rootfs, any
-/// other name is searched in the container's `PATH`.
+/// Returns where an executable was looked for. A name with a slash is a path in the
+/// rootfs, and any other name is searched in the container's `PATH`.
 pub(crate) fn searched_in(name: &str) -> &'static str {
     if name.contains('/') {
         "in the rootfs"

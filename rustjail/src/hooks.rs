@@ -187,8 +187,8 @@ fn wait(child: &HookChild, timeout: Duration) -> Result<i32, String> {
     let exited = wait_readable(&child.pidfd, timeout)
         .map_err(|errno| format!("wait for pid {}: {errno}", child.pid))?;
     if !exited {
-        // SIGTERM asks the helper to kill the hook and reap it; SIGKILL is the fallback for
-        // a helper that does not exit, which would orphan the hook.
+        // On SIGTERM the helper kills the hook and reaps it. SIGKILL is the fallback for a
+        // helper that does not exit, and it would orphan the hook.
         pidfd_send_signal(&child.pidfd, Signal::TERM)
             .map_err(|errno| format!("stop pid {} after timeout: {errno}", child.pid))?;
         let stopped = wait_readable(&child.pidfd, HELPER_STOP_TIMEOUT)

@@ -376,13 +376,13 @@ unsafe fn run_hook_helper(
     // Every signal is blocked, so SIGCHLD and SIGTERM stay pending until sigwaitinfo takes
     // them. SIGTERM is the caller's timeout: the helper kills the hook and still reaps it,
     // so no orphaned hook is left for another process to collect.
-    // SAFETY: sigemptyset and sigaddset only write to `wanted`, a valid sigset_t.
-    let wanted = unsafe {
-        let mut wanted: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut wanted);
-        libc::sigaddset(&mut wanted, libc::SIGCHLD);
-        libc::sigaddset(&mut wanted, libc::SIGTERM);
-        wanted
+    // SAFETY: sigemptyset and sigaddset only write to `signals`, a valid sigset_t.
+    let signals = unsafe {
+        let mut signals: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut signals);
+        libc::sigaddset(&mut signals, libc::SIGCHLD);
+        libc::sigaddset(&mut signals, libc::SIGTERM);
+        signals
     };
     let mut status: libc::c_int = 0;
     loop {
@@ -397,7 +397,7 @@ unsafe fn run_hook_helper(
             unsafe { libc::_exit(126) };
         }
         // SAFETY: sigwaitinfo is async-signal-safe; a null siginfo pointer is allowed.
-        let signal = unsafe { libc::sigwaitinfo(&wanted, std::ptr::null_mut()) };
+        let signal = unsafe { libc::sigwaitinfo(&signals, std::ptr::null_mut()) };
         if signal == libc::SIGTERM {
             // SAFETY: kill is async-signal-safe; `hook` is this helper's unreaped child.
             unsafe { libc::kill(hook as libc::pid_t, libc::SIGKILL) };
