@@ -16,14 +16,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
-use oci_spec::runtime::{ContainerState, Hooks, LinuxNamespaceType, LinuxSeccomp, Spec};
+use oci_spec::runtime::{
+    ContainerState, Hooks, LinuxNamespaceType, LinuxPersonality, LinuxSeccomp, Spec,
+};
 use slog::{debug, warn, Logger};
 
 use crate::cgroups::{self, Cgroup};
 use crate::error::Error;
 use crate::hooks::HookPoint;
-use crate::spawn::{above_stdio, spawn_init, ChildFds, PidNamespace};
+use crate::spawn::{above_stdio, spawn_init, ChildFds, CloneNamespaces, PidNamespace};
 use crate::sync::{recv_reply, send_message, FailureKind, FromInit, InitConfig, ToInit};
+use crate::user_namespace::{self, UserNamespaceSetup};
 
 /// How long the caller waits for the init to report ready or to exec the user process.
 pub(crate) const INIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,6 +94,8 @@ pub struct Container {
     terminal: Option<OwnedFd>,
     /// Seccomp profile of the container, which processes started by `exec` get too.
     pub(crate) seccomp: Option<LinuxSeccomp>,
+    /// Execution domain of the container, which processes started by `exec` get too.
+    pub(crate) personality: Option<LinuxPersonality>,
     pub(crate) hooks: Option<Hooks>,
     pub(crate) bundle: PathBuf,
     pub(crate) annotations: Option<std::collections::HashMap<String, String>>,
@@ -129,11 +134,25 @@ impl Container {
             .logger
             .new(slog::o!("container" => config.id.clone()));
         let relative_cgroup = check_spec(&config)?;
-        let pid_namespace = pid_namespace(&config.spec)?;
+        cgroups::check_intel_rdt(&config.spec)?;
+        let id_maps = user_namespace::plan(&config.spec)?;
+        let join_first = match id_maps {
+            Some(_) => user_namespace::join_first(&config.spec)?,
+            None => Vec::new(),
+        };
+        let joined_by_caller = join_first.iter().map(|(kind, _, _)| *kind).collect();
+        let namespaces = CloneNamespaces {
+            pid: pid_namespace(&config.spec)?,
+            new_user: id_maps.is_some(),
+            join_first: join_first
+                .into_iter()
+                .map(|(_, file, flag)| (file, flag))
+                .collect(),
+        };
 
         let (caller_fds, child_fds) = open_fds(&config.id)?;
-        let pid =
-            spawn_init(&config.init, &child_fds, pid_namespace).map_err(|source| Error::Clone {
+        let pid = spawn_init(&config.init, &child_fds, namespaces)
+            .map_err(|source| Error::Clone {
                 container: config.id.clone(),
                 program: config.init.program.clone(),
                 source,
@@ -164,6 +183,7 @@ impl Container {
             stderr: Some(caller_fds.stderr),
             terminal: None,
             seccomp: linux.and_then(|linux| linux.seccomp().clone()),
+            personality: linux.and_then(|linux| linux.personality().clone()),
             hooks: config.spec.hooks().clone(),
             bundle,
             annotations: config.spec.annotations().clone(),
@@ -172,7 +192,11 @@ impl Container {
             warnings: Vec::new(),
             logger,
         };
-        match container.set_up(config, &options, &relative_cgroup) {
+        let user_namespace = UserNamespaceSetup {
+            id_maps,
+            joined_by_caller,
+        };
+        match container.set_up(config, &options, &relative_cgroup, user_namespace) {
             Ok(()) => Ok(container),
             Err(error) => Err(container.abandon(error)),
         }
@@ -287,14 +311,18 @@ impl Container {
         self.cgroup.remove()
     }
 
-    /// Creates the cgroup, moves the init into it, sends the configuration and waits
-    /// for ready.
+    /// Writes the ID maps of a new user namespace, creates the cgroup, moves the init
+    /// into it, sends the configuration and waits for ready.
     fn set_up(
         &mut self,
         config: ContainerConfig,
         options: &LaunchOptions,
         relative_cgroup: &Path,
+        user_namespace: UserNamespaceSetup,
     ) -> Result<(), Error> {
+        if let (Some(maps), Some(sync)) = (&user_namespace.id_maps, self.sync.as_ref()) {
+            user_namespace::write_maps(&self.id, self.pid, maps, sync.as_fd())?;
+        }
         let resources = config
             .spec
             .linux()
@@ -322,6 +350,7 @@ impl Container {
             spec: config.spec,
             no_pivot: options.no_pivot,
             state: self.state_json(ContainerState::Creating),
+            joined_by_caller: user_namespace.joined_by_caller,
         }));
         send_message(sync, &message)
             .map_err(|source| self.sync_error("send configuration to", source))?;
@@ -432,18 +461,6 @@ fn check_spec(config: &ContainerConfig) -> Result<PathBuf, Error> {
         .as_ref()
         .and_then(|linux| linux.namespaces().clone())
         .unwrap_or_default();
-    for unsupported in [LinuxNamespaceType::User, LinuxNamespaceType::Time] {
-        if namespaces
-            .iter()
-            .any(|namespace| namespace.typ() == unsupported)
-        {
-            // NOTE: user namespaces need uid and gid maps and time namespaces clock
-            // offsets, which the launcher does not write yet.
-            return Err(Error::InvalidSpec(format!(
-                "{unsupported:?} namespaces are not supported"
-            )));
-        }
-    }
     if !namespaces
         .iter()
         .any(|namespace| namespace.typ() == LinuxNamespaceType::Mount)

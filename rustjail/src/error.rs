@@ -80,10 +80,29 @@ pub enum Error {
         reason: String,
     },
 
+    /// The spec sets a field that needs a controller, a cgroup file or a filesystem this
+    /// machine lacks, such as `network.classID` without a mounted net_cls controller.
+    #[error("{field} is not supported on this machine: {missing}")]
+    Unsupported { field: &'static str, missing: String },
+
+    /// A key of `linux.resources.unified` that names no file in the container's cgroup2
+    /// directory.
+    #[error("invalid linux.resources.unified key {key:?}: {reason}")]
+    UnifiedKey { key: String, reason: String },
+
     #[error("{operation} sync socket of container {container}: {source}")]
     Sync {
         container: String,
         operation: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("write user namespace map \"{map}\" to {path} for container {container}: {source}")]
+    IdMap {
+        container: String,
+        path: PathBuf,
+        map: String,
         #[source]
         source: std::io::Error,
     },
@@ -140,14 +159,16 @@ impl Error {
                 | Error::RootfsMissing { .. }
                 | Error::ExecutableNotFound { .. }
                 | Error::CgroupValue { .. }
+                | Error::UnifiedKey { .. }
         )
     }
 
-    /// Reports whether the error comes from a kernel that lacks a feature the spec
-    /// needs, such as device filter programs on cgroup v2, so the agent can map it to
-    /// UNIMPLEMENTED.
+    /// Reports whether the error comes from a machine that lacks a feature the spec
+    /// needs, such as device filter programs on cgroup v2 or an unmounted controller, so
+    /// the agent can map it to UNIMPLEMENTED.
     pub fn is_unsupported(&self) -> bool {
         match self {
+            Error::Unsupported { .. } => true,
             Error::DeviceFilter { source, .. } => matches!(
                 source.raw_os_error(),
                 Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)

@@ -19,7 +19,7 @@ use slog::debug;
 use crate::container::{open_fds, Container, InitCommand, INIT_TIMEOUT};
 use crate::error::Error;
 use crate::init::check_cwd;
-use crate::spawn::{spawn_init, PidNamespace};
+use crate::spawn::{spawn_init, CloneNamespaces, PidNamespace};
 use crate::sync::{recv_reply, send_message, ExecConfig, FromInit, ToInit};
 
 /// A process started in a running container. The caller reaps it, as it reaps the init.
@@ -73,10 +73,14 @@ impl Container {
             return Err(Error::InvalidSpec("process.args is empty".to_owned()));
         }
         check_cwd(process.cwd()).map_err(Error::InvalidSpec)?;
-        let pid_namespace = self.pid_namespace()?;
+        let namespaces = CloneNamespaces {
+            pid: self.pid_namespace()?,
+            new_user: false,
+            join_first: Vec::new(),
+        };
 
         let (caller_fds, child_fds) = open_fds(&self.id)?;
-        let pid = spawn_init(init, &child_fds, pid_namespace).map_err(|source| Error::Clone {
+        let pid = spawn_init(init, &child_fds, namespaces).map_err(|source| Error::Clone {
             container: self.id.clone(),
             program: init.program.clone(),
             source,
@@ -117,6 +121,7 @@ impl Container {
             target_pid: self.pid,
             process: process.clone(),
             seccomp: self.seccomp.clone(),
+            personality: self.personality.clone(),
         }));
         send_message(sync.as_fd(), &message)
             .map_err(|source| self.sync_error("send exec configuration to", source))?;

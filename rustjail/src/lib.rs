@@ -24,6 +24,7 @@ mod spawn;
 mod state;
 mod sync;
 mod terminal;
+mod user_namespace;
 
 pub use cgroups::{
     BlkioEntry, Cgroup, CgroupStats, CpuStats, HugetlbStats, MemoryStats, PidsStats,

@@ -63,11 +63,27 @@ pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })
 }
 
+/// The namespaces the init starts in.
+pub(crate) struct CloneNamespaces {
+    pub pid: PidNamespace,
+    /// Clone into a new user namespace, which then owns a new pid namespace too.
+    pub new_user: bool,
+    /// Namespaces joined before the clone, by a short-lived thread that then clones, for
+    /// those the init could not join itself from inside a new user namespace. Only
+    /// namespaces that a thread of a multi-threaded process may join belong here: uts,
+    /// ipc, net and cgroup.
+    pub join_first: Vec<(OwnedFd, CloneFlags)>,
+}
+
 /// Clones the init process and returns its pid in the caller's pid namespace.
+///
+/// With `namespaces.new_user` the child waits before it executes the init program until
+/// the caller wrote its ID maps and sent [`crate::user_namespace::MAPPED`] on the sync
+/// socket.
 pub(crate) fn spawn_init(
     command: &InitCommand,
     fds: &ChildFds,
-    pid_namespace: PidNamespace,
+    namespaces: CloneNamespaces,
 ) -> io::Result<i32> {
     let sealed = sealed_program(&command.program)?;
     let mut argv = vec![to_cstring(command.program.as_os_str())?];
@@ -82,24 +98,34 @@ pub(crate) fn spawn_init(
         sealed.as_raw_fd(),
     ];
 
-    match pid_namespace {
-        PidNamespace::Inherit => clone_and_exec(&argv, raw_fds, false),
-        PidNamespace::New => clone_and_exec(&argv, raw_fds, true),
-        PidNamespace::Join(namespace) => {
-            // setns(CLONE_NEWPID) changes the pid namespace of the calling thread's future
-            // children only, so a short-lived thread joins it and clones there, leaving the
-            // caller's threads untouched.
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        setns(&namespace, CloneFlags::CLONE_NEWPID)?;
-                        clone_and_exec(&argv, raw_fds, false)
-                    })
-                    .join()
-                    .map_err(|_| io::Error::other("thread joining the pid namespace panicked"))?
-            })
-        }
+    let mut flags = libc::SIGCHLD as libc::c_ulong;
+    if namespaces.new_user {
+        flags |= libc::CLONE_NEWUSER as libc::c_ulong;
     }
+    let mut join = namespaces.join_first;
+    match namespaces.pid {
+        PidNamespace::Inherit => {}
+        PidNamespace::New => flags |= libc::CLONE_NEWPID as libc::c_ulong,
+        PidNamespace::Join(namespace) => join.push((namespace, CloneFlags::CLONE_NEWPID)),
+    }
+    if join.is_empty() {
+        return clone_and_exec(&argv, raw_fds, flags);
+    }
+
+    // These setns calls change the namespaces of the calling thread, or for pid those of
+    // its future children, so a short-lived thread joins and clones there, leaving the
+    // caller's threads untouched.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                for (namespace, flag) in &join {
+                    setns(namespace, *flag)?;
+                }
+                clone_and_exec(&argv, raw_fds, flags)
+            })
+            .join()
+            .map_err(|_| io::Error::other("thread joining namespaces for the clone panicked"))?
+    })
 }
 
 fn to_cstring(value: &OsStr) -> io::Result<CString> {
@@ -142,16 +168,13 @@ pub(crate) fn sealed_program(program: &Path) -> io::Result<Arc<OwnedFd>> {
     Ok(fd)
 }
 
-fn clone_and_exec(argv: &[CString], fds: [RawFd; 5], new_pid_namespace: bool) -> io::Result<i32> {
+/// Clones with `flags` (the exit signal included) and executes the init in the child.
+fn clone_and_exec(argv: &[CString], fds: [RawFd; 5], flags: libc::c_ulong) -> io::Result<i32> {
     let mut argv_pointers: Vec<*const libc::c_char> = argv.iter().map(|arg| arg.as_ptr()).collect();
     argv_pointers.push(std::ptr::null());
     // The init reads everything it needs from the sync socket, so it gets no environment.
     let envp_pointers: [*const libc::c_char; 1] = [std::ptr::null()];
-
-    let mut flags = libc::SIGCHLD as libc::c_ulong;
-    if new_pid_namespace {
-        flags |= libc::CLONE_NEWPID as libc::c_ulong;
-    }
+    let new_user_namespace = flags & libc::CLONE_NEWUSER as libc::c_ulong != 0;
 
     // SAFETY: clone without CLONE_VM and with a null stack has fork semantics: the child
     // gets a copy of the address space and continues here on its copy of this stack. The
@@ -163,9 +186,61 @@ fn clone_and_exec(argv: &[CString], fds: [RawFd; 5], new_pid_namespace: bool) ->
     if pid == 0 {
         // SAFETY: this is the child of the clone above, and every pointer refers to memory
         // prepared before the clone, which the child's copy of the address space contains.
-        unsafe { exec_in_child(argv_pointers.as_ptr(), envp_pointers.as_ptr(), fds) }
+        unsafe {
+            if new_user_namespace {
+                become_namespace_root(fds[3]);
+            }
+            exec_in_child(argv_pointers.as_ptr(), envp_pointers.as_ptr(), fds)
+        }
     }
     Ok(pid as i32)
+}
+
+/// Waits for the caller's go-ahead on `sync`, then takes uid and gid 0 of the new user
+/// namespace and drops the supplementary groups, which the namespace cannot map. Runs
+/// in the freshly cloned child and exits it on any failure.
+///
+/// Until the maps exist the child's IDs are unmapped in its namespace, and `execve`
+/// would then clear its capabilities, so this must come before the exec.
+///
+/// # Safety
+///
+/// Call only in a child of `clone` with fork semantics; `sync` is the child's end of the
+/// sync socket.
+unsafe fn become_namespace_root(sync: RawFd) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: read is async-signal-safe and `byte` outlives the call.
+        let read = unsafe { libc::read(sync, (&mut byte as *mut u8).cast(), 1) };
+        if read == 1 {
+            break;
+        }
+        // SAFETY: __errno_location is async-signal-safe and returns this thread's errno.
+        if read < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        // End of file: the caller gave up on this container.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(124) };
+    }
+    if byte != crate::user_namespace::MAPPED {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(124) };
+    }
+
+    // Raw system calls, because glibc's wrappers would signal the caller's other threads,
+    // which do not exist in this copy of the process.
+    // SAFETY: setgroups, setresgid and setresuid only change this process's credentials,
+    // and a null list with size 0 is valid for setgroups.
+    let failed = unsafe {
+        libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+            || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+    };
+    if failed {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(124) };
+    }
 }
 
 /// Installs the init's descriptors and executes the sealed program. Runs in the freshly

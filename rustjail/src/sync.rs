@@ -39,6 +39,9 @@ pub(crate) struct InitConfig {
     /// hierarchy below the cgroup mount point, host path), for `cgroup` mounts. The
     /// directory is empty on a pure v2 layout.
     pub cgroup_dirs: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Namespaces given by path that the caller joined before the clone, which the init
+    /// is in already and could not open from its new user namespace.
+    pub joined_by_caller: Vec<oci_spec::runtime::LinuxNamespaceType>,
 }
 
 /// Configuration of a process started in a running container.
@@ -50,6 +53,8 @@ pub(crate) struct ExecConfig {
     pub target_pid: i32,
     pub process: Process,
     pub seccomp: Option<LinuxSeccomp>,
+    /// The container's `linux.personality`, which the new process takes too.
+    pub personality: Option<oci_spec::runtime::LinuxPersonality>,
 }
 
 /// Messages from the caller to the init.

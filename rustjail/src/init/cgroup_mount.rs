@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 
 use super::mount_options::MountOptions;
-use super::mounts::fd_path;
+use super::mounts::{fd_path, remount_bind};
 use super::resolve::{open_in_root, Create};
 use super::{failed, InitError};
 
@@ -87,12 +87,5 @@ fn bind(
 
     let mounted = open_in_root(root, destination, Create::Nothing)
         .map_err(|error| format!("reopen {}: {error}", destination.display()))?;
-    mount(
-        None::<&str>,
-        &fd_path(&mounted),
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
-        None::<&str>,
-    )
-    .map_err(|errno| format!("remount with {flags:?}: {errno}"))
+    remount_bind(&fd_path(&mounted), flags).map_err(|errno| format!("remount with {flags:?}: {errno}"))
 }

@@ -12,16 +12,20 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::sched::{setns, CloneFlags};
 
-use super::{failed, process, terminal, InitError};
+use super::{failed, namespaces, personality, process, terminal, InitError};
 use crate::sync::ExecConfig;
 
-/// Namespaces joined, in order. Mount goes last, because joining it changes the root and
-/// with it the `/proc` the other paths are read from.
+/// Namespaces joined, in order. User comes late: until then the process has the
+/// caller's capabilities, which cover namespaces of the caller's user namespace that the
+/// container shares as well as the container's own. Mount goes last, because joining it
+/// changes the root and with it the `/proc` the other paths are read from.
 const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
+    ("user", CloneFlags::CLONE_NEWUSER),
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
@@ -31,6 +35,7 @@ pub(crate) fn run(sync: BorrowedFd<'_>, config: &ExecConfig) -> Result<Infallibl
     if config.process.terminal().unwrap_or(false) {
         terminal::set_up(sync)?;
     }
+    personality::apply(config.personality.as_ref())?;
     let prepared = process::prepare(&config.process, config.seccomp.as_ref())?;
 
     Err(process::exec(prepared))
@@ -56,6 +61,9 @@ fn join_namespaces(pid: i32) -> Result<(), InitError> {
 
     for (path, target, flag) in to_join {
         setns(&target, flag).map_err(failed(format_args!("join namespace {path}")))?;
+        if flag == CloneFlags::CLONE_NEWUSER {
+            namespaces::become_root()?;
+        }
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod lsm;
 mod mount_options;
 mod mounts;
 mod namespaces;
+mod personality;
 mod process;
 mod resolve;
 mod rootfs;
@@ -161,13 +162,14 @@ fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible
     // Joining a mount namespace by path can hide the caller's /sys, so the security
     // modules are looked up first.
     let labels = lsm::plan(spec, lsm::Enabled::detect());
-    namespaces::enter(spec)?;
+    namespaces::enter(spec, &config.joined_by_caller)?;
     // createContainer hooks run during the rootfs setup and see the new names.
     process::set_host_names(spec)?;
     rootfs::set_up(spec, config, labels.mount_label.as_deref())?;
     if process.terminal().unwrap_or(false) {
         terminal::set_up(sync)?;
     }
+    personality::apply(spec.linux().as_ref().and_then(|linux| linux.personality().as_ref()))?;
     let prepared = process::prepare(process, seccomp)?;
 
     let ready = FromInit::Ready {

@@ -129,15 +129,49 @@ fn bind_mount(
     // the remount needs a new one that crosses into the bind mount.
     let mounted = open_in_root(root, entry.destination(), Create::Nothing)
         .map_err(|error| format!("reopen: {error}"))?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | options.flags;
-    mount(
-        None::<&str>,
-        &fd_path(&mounted),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    )
-    .map_err(|errno| format!("remount with {:?}: {errno}", options.flags))
+    remount_bind(&fd_path(&mounted), options.flags)
+        .map_err(|errno| format!("remount with {:?}: {errno}", options.flags))
+}
+
+/// Remounts the bind mount at `path` with `flags`.
+///
+/// In a user namespace the flags that the source mount had in the parent namespace are
+/// locked: a remount that would clear nosuid, nodev, noexec or read-only fails with
+/// EPERM. The remount is then tried once more with the source's flags added, as the
+/// mount can get stricter but never looser.
+pub(crate) fn remount_bind(path: &Path, flags: MsFlags) -> nix::Result<()> {
+    let remount = |flags: MsFlags| {
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+            None::<&str>,
+        )
+    };
+    match remount(flags) {
+        Err(nix::errno::Errno::EPERM) => remount(flags | current_flags(path)?),
+        result => result,
+    }
+}
+
+/// Returns the nosuid, nodev, noexec and read-only flags of the mount at `path`.
+pub(crate) fn current_flags(path: &Path) -> nix::Result<MsFlags> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+
+    let current = statvfs(path)?.flags();
+    let mut flags = MsFlags::empty();
+    for (set, flag) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+    ] {
+        if current.contains(set) {
+            flags |= flag;
+        }
+    }
+    Ok(flags)
 }
 
 /// Returns the path through which mount(2) reaches the file behind `fd`.

@@ -8,12 +8,11 @@ use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{umask, Mode};
-use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, chroot, fchdir, pivot_root};
 use oci_spec::runtime::Spec;
 
 use super::mount_options;
-use super::mounts::{fd_path, mount_entry};
+use super::mounts::{current_flags, fd_path, mount_entry};
 use super::resolve::{open_in_root, Create};
 use super::{devices, failed, sysctl, InitError};
 use crate::sync::InitConfig;
@@ -261,18 +260,14 @@ fn make_read_only(root: BorrowedFd<'_>, path: &Path) -> Result<(), InitError> {
 /// Remounts the bind mount at `path` read-only, keeping its nosuid, nodev and noexec
 /// flags, which a remount would otherwise clear.
 fn remount_read_only(path: &Path) -> nix::Result<()> {
-    let current = statvfs(path)?.flags();
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    for (kept, flag) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-    ] {
-        if current.contains(kept) {
-            flags |= flag;
-        }
-    }
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        flags | current_flags(path)?,
+        None::<&str>,
+    )
 }
 
 fn open_directory(path: &Path) -> io::Result<OwnedFd> {

@@ -21,7 +21,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "hostname", "ls", "true", "false", "sleep", "mount", "grep", "pwd",
     "touch", "stat", "wc", "env", "readlink", "stty", "tty", "head", "mkdir", "kill", "tr", "sed",
-    "printf", "cut",
+    "printf", "cut", "uname",
 ];
 
 /// Fails the test when not run as root, because every test here needs real mounts,
