@@ -241,7 +241,12 @@ impl AgentError {
             {
                 Code::INVALID_ARGUMENT
             }
-            AgentError::Control { source, .. } if source.is_unsupported() => Code::UNIMPLEMENTED,
+            AgentError::Start { source, .. } if source.is_unsupported() => Code::UNIMPLEMENTED,
+            AgentError::Exec { source, .. } | AgentError::Control { source, .. }
+                if source.is_unsupported() =>
+            {
+                Code::UNIMPLEMENTED
+            }
 
             AgentError::Start { .. }
             | AgentError::Exec { .. }
@@ -344,6 +349,26 @@ mod tests {
         let error = validate_container_id("a/b").expect_err("slash rejected");
 
         assert!(error.to_string().contains("\"a/b\""), "{error}");
+    }
+
+    #[test]
+    fn unsupported_launcher_error_is_unimplemented() {
+        let unsupported = || rustjail::Error::Unsupported {
+            field: "linux.resources.network.classID",
+            missing: "the net_cls controller is not mounted".to_owned(),
+        };
+        let start = AgentError::Start {
+            container: "c1".to_owned(),
+            source: unsupported(),
+        };
+        let control = AgentError::Control {
+            operation: "update",
+            container: "c1".to_owned(),
+            source: Box::new(unsupported()),
+        };
+
+        assert_eq!(start.code(), Code::UNIMPLEMENTED);
+        assert_eq!(control.code(), Code::UNIMPLEMENTED);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 use oci_spec::runtime::{LinuxBlockIo, LinuxHugepageLimit, LinuxThrottleDevice};
 
 use super::layout::Hierarchy;
-use super::resources::{find, write_controller_file};
+use super::resources::{find, write_controller_file, write_supported_file};
 use crate::error::Error;
 
 /// Applies `linux.resources.blockIO` to the blkio (v1) or io (v2) controller.
@@ -25,56 +25,99 @@ pub(super) fn apply_block_io(
     }
 }
 
+/// The throttle fields of `blockIO` with their v1 file and v2 `io.max` key.
+const THROTTLES: [(&str, &str, &str); 4] = [
+    (
+        "linux.resources.blockIO.throttleReadBpsDevice",
+        "blkio.throttle.read_bps_device",
+        "rbps",
+    ),
+    (
+        "linux.resources.blockIO.throttleWriteBpsDevice",
+        "blkio.throttle.write_bps_device",
+        "wbps",
+    ),
+    (
+        "linux.resources.blockIO.throttleReadIOPSDevice",
+        "blkio.throttle.read_iops_device",
+        "riops",
+    ),
+    (
+        "linux.resources.blockIO.throttleWriteIOPSDevice",
+        "blkio.throttle.write_iops_device",
+        "wiops",
+    ),
+];
+
+/// Returns the devices of each throttle field, in the order of [`THROTTLES`].
+fn throttle_devices(block_io: &LinuxBlockIo) -> [&Option<Vec<LinuxThrottleDevice>>; 4] {
+    [
+        block_io.throttle_read_bps_device(),
+        block_io.throttle_write_bps_device(),
+        block_io.throttle_read_iops_device(),
+        block_io.throttle_write_iops_device(),
+    ]
+}
+
+/// Returns the v1 files for the weight and the per-device weights: the BFQ scheduler's
+/// when the kernel has them, otherwise the CFQ names, which kernels since 5.0 lack.
+fn v1_weight_files(directory: &Path) -> (&'static str, &'static str) {
+    if directory.join("blkio.bfq.weight").exists() {
+        ("blkio.bfq.weight", "blkio.bfq.weight_device")
+    } else {
+        ("blkio.weight", "blkio.weight_device")
+    }
+}
+
+/// Writes the v1 weights and throttles. Every file is checked first, because a kernel
+/// without a scheduler that has proportional weights has no weight file, and the spec's
+/// weight must then fail instead of being dropped.
 fn apply_blkio_v1(
     hierarchy: &Hierarchy,
     directory: &Path,
     block_io: &LinuxBlockIo,
 ) -> Result<(), Error> {
-    let write =
-        |file: &str, value: &str| write_controller_file(hierarchy, directory, "blkio", file, value);
+    let write = |field: &'static str, file: &str, value: &str| {
+        write_supported_file(hierarchy, directory, "blkio", field, file, value)
+    };
+    let (weight_file, weight_device_file) = v1_weight_files(directory);
 
     if let Some(weight) = block_io.weight() {
-        write("blkio.weight", &check_weight(weight)?.to_string())?;
+        write(
+            "linux.resources.blockIO.weight",
+            weight_file,
+            &check_weight(weight)?.to_string(),
+        )?;
     }
     if let Some(weight) = block_io.leaf_weight() {
-        write("blkio.leaf_weight", &check_weight(weight)?.to_string())?;
+        write(
+            "linux.resources.blockIO.leafWeight",
+            "blkio.leaf_weight",
+            &check_weight(weight)?.to_string(),
+        )?;
     }
     for device in block_io.weight_device().iter().flatten() {
         let number = format!("{}:{}", device.major(), device.minor());
         if let Some(weight) = device.weight() {
             write(
-                "blkio.weight_device",
+                "linux.resources.blockIO.weightDevice",
+                weight_device_file,
                 &format!("{number} {}", check_weight(weight)?),
             )?;
         }
         if let Some(weight) = device.leaf_weight() {
             write(
+                "linux.resources.blockIO.weightDevice.leafWeight",
                 "blkio.leaf_weight_device",
                 &format!("{number} {}", check_weight(weight)?),
             )?;
         }
     }
 
-    for (file, devices) in [
-        (
-            "blkio.throttle.read_bps_device",
-            block_io.throttle_read_bps_device(),
-        ),
-        (
-            "blkio.throttle.write_bps_device",
-            block_io.throttle_write_bps_device(),
-        ),
-        (
-            "blkio.throttle.read_iops_device",
-            block_io.throttle_read_iops_device(),
-        ),
-        (
-            "blkio.throttle.write_iops_device",
-            block_io.throttle_write_iops_device(),
-        ),
-    ] {
+    for ((field, file, _), devices) in THROTTLES.into_iter().zip(throttle_devices(block_io)) {
         for device in devices.iter().flatten() {
             write(
+                field,
                 file,
                 &format!("{}:{} {}", device.major(), device.minor(), device.rate()),
             )?;
@@ -88,11 +131,13 @@ fn apply_io_v2(
     directory: &Path,
     block_io: &LinuxBlockIo,
 ) -> Result<(), Error> {
-    let write =
-        |file: &str, value: &str| write_controller_file(hierarchy, directory, "io", file, value);
+    let write = |field: &'static str, file: &str, value: &str| {
+        write_supported_file(hierarchy, directory, "io", field, file, value)
+    };
 
     if let Some(weight) = block_io.weight() {
         write(
+            "linux.resources.blockIO.weight",
             "io.weight",
             &format!("default {}", blkio_to_io_weight(check_weight(weight)?)),
         )?;
@@ -101,21 +146,18 @@ fn apply_io_v2(
         if let Some(weight) = device.weight() {
             let weight = blkio_to_io_weight(check_weight(weight)?);
             write(
+                "linux.resources.blockIO.weightDevice",
                 "io.weight",
                 &format!("{}:{} {weight}", device.major(), device.minor()),
             )?;
         }
     }
-    // NOTE: v2 has no leaf weight, so leafWeight is ignored there, as runc does.
+    // NOTE: v2 has no leaf weight, so leafWeight is ignored there, as runc does. Weights
+    // go to `io.weight` only, never to BFQ's `io.bfq.weight`.
 
-    for (key, devices) in [
-        ("rbps", block_io.throttle_read_bps_device()),
-        ("wbps", block_io.throttle_write_bps_device()),
-        ("riops", block_io.throttle_read_iops_device()),
-        ("wiops", block_io.throttle_write_iops_device()),
-    ] {
+    for ((field, _, key), devices) in THROTTLES.into_iter().zip(throttle_devices(block_io)) {
         for device in devices.iter().flatten() {
-            write("io.max", &io_max_line(device, key))?;
+            write(field, "io.max", &io_max_line(device, key))?;
         }
     }
     Ok(())
@@ -195,6 +237,19 @@ mod tests {
     fn fake(unified: bool, controller: &str) -> (tempfile::TempDir, Hierarchy) {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("leaf")).unwrap();
+        let files: &[&str] = match controller {
+            "blkio" => &[
+                "blkio.weight",
+                "blkio.weight_device",
+                "blkio.throttle.read_bps_device",
+                "blkio.throttle.write_iops_device",
+            ],
+            "io" => &["io.weight", "io.max"],
+            _ => &[],
+        };
+        for file in files {
+            fs::write(root.path().join("leaf").join(file), "").unwrap();
+        }
         if unified {
             fs::write(root.path().join("cgroup.subtree_control"), controller).unwrap();
         }
@@ -257,6 +312,42 @@ mod tests {
         assert_eq!(read("io.max"), "8:0 wiops=max");
         assert_eq!(blkio_to_io_weight(500), 4950);
         assert_eq!(blkio_to_io_weight(10), 1);
+    }
+
+    #[test]
+    fn bfq_weight_files_are_preferred() {
+        let (root, hierarchy) = fake(false, "blkio");
+        let leaf = root.path().join("leaf");
+        for file in ["blkio.bfq.weight", "blkio.bfq.weight_device"] {
+            fs::write(leaf.join(file), "").unwrap();
+        }
+
+        apply_block_io(&[(&hierarchy, &leaf)], &block_io()).unwrap();
+
+        let read = |file: &str| fs::read_to_string(leaf.join(file)).unwrap();
+        assert_eq!(read("blkio.bfq.weight"), "500");
+        assert_eq!(read("blkio.bfq.weight_device"), "8:0 1000");
+        assert_eq!(read("blkio.weight"), "");
+    }
+
+    #[test]
+    fn missing_weight_file_is_unsupported() {
+        let (root, hierarchy) = fake(false, "blkio");
+        let leaf = root.path().join("leaf");
+        fs::remove_file(leaf.join("blkio.weight")).unwrap();
+
+        let error = apply_block_io(&[(&hierarchy, &leaf)], &block_io()).unwrap_err();
+
+        assert!(error.is_unsupported(), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("linux.resources.blockIO.weight "),
+            "{message}"
+        );
+        assert!(
+            message.contains(leaf.join("blkio.weight").to_str().unwrap()),
+            "{message}"
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ const V1_CONTROLLERS: &[&str] = &[
     "blkio",
     "pids",
     "hugetlb",
+    "net_cls",
+    "net_prio",
+    "rdma",
     "name=systemd",
 ];
 
@@ -196,11 +199,13 @@ mod tests {
             [
                 "/sys/fs/cgroup/cpu,cpuacct",
                 "/sys/fs/cgroup/cpuset",
-                "/sys/fs/cgroup/systemd"
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/net_cls"
             ]
         );
         assert_eq!(hierarchies[0].controllers, ["cpu", "cpuacct"]);
         assert_eq!(hierarchies[2].controllers, ["name=systemd"]);
+        assert_eq!(hierarchies[3].controllers, ["net_cls"]);
         assert!(hierarchies.iter().all(|h| !h.unified));
     }
 

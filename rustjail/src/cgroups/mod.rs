@@ -9,9 +9,12 @@ mod block_io;
 mod device_filter;
 mod freezer;
 mod layout;
+mod network;
 mod path;
+mod resctrl;
 mod resources;
 mod stats;
+mod unified;
 
 use std::fs;
 use std::io;
@@ -26,6 +29,7 @@ use crate::error::Error;
 use layout::Hierarchy;
 
 pub(crate) use path::relative_path;
+pub(crate) use resctrl::check_intel_rdt;
 pub use stats::{BlkioEntry, CgroupStats, CpuStats, HugetlbStats, MemoryStats, PidsStats};
 
 /// How long [`Cgroup::remove`] retries a directory that is busy because killed processes

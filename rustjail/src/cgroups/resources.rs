@@ -16,6 +16,7 @@ use slog::{warn, Logger};
 use super::block_io;
 use super::device_filter::{self, DeviceRule};
 use super::layout::Hierarchy;
+use super::{network, unified};
 use crate::error::Error;
 
 /// Device rules added after the spec's own rules. They let a spec that starts with "deny
@@ -77,7 +78,15 @@ pub(super) fn apply(
     if let Some(limits) = resources.hugepage_limits().as_deref() {
         block_io::apply_hugepages(targets, limits)?;
     }
-    // NOTE: network, rdma and `unified` limits are not applied yet.
+    if let Some(network) = resources.network() {
+        network::apply_network(targets, network)?;
+    }
+    if let Some(rdma) = resources.rdma() {
+        network::apply_rdma(targets, rdma)?;
+    }
+    if let Some(unified) = resources.unified() {
+        unified::apply_unified(targets, unified)?;
+    }
     Ok(())
 }
 
@@ -293,10 +302,9 @@ fn apply_realtime_v1(directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
         };
         let path = directory.join(file);
         if !path.exists() {
-            return Err(Error::CgroupValue {
-                key,
-                value,
-                reason: format!(
+            return Err(Error::Unsupported {
+                field: key,
+                missing: format!(
                     "the kernel has no real-time group scheduling ({} is missing)",
                     path.display()
                 ),
@@ -471,10 +479,39 @@ pub(super) fn write_controller_file(
     write_file(&directory.join(file), value)
 }
 
+/// Writes `value` to `file` as [`write_controller_file`] does, after checking that the
+/// kernel provides the file. A file that is missing because the kernel lacks a feature,
+/// such as `blkio.weight` without an I/O scheduler that has weights, fails with
+/// [`Error::Unsupported`] naming the spec's `field`.
+pub(super) fn write_supported_file(
+    hierarchy: &Hierarchy,
+    directory: &Path,
+    controller: &str,
+    field: &'static str,
+    file: &str,
+    value: &str,
+) -> Result<(), Error> {
+    if hierarchy.unified {
+        enable_controller(&hierarchy.mount_point, directory, controller)?;
+    }
+    let path = directory.join(file);
+    if !path.exists() {
+        return Err(Error::Unsupported {
+            field,
+            missing: format!("{} does not exist", path.display()),
+        });
+    }
+    write_file(&path, value)
+}
+
 /// Enables `controller` in `cgroup.subtree_control` of every ancestor of `directory`
 /// up to the hierarchy root, so that the container's directory gets the controller's
 /// files.
-fn enable_controller(mount_point: &Path, directory: &Path, controller: &str) -> Result<(), Error> {
+pub(super) fn enable_controller(
+    mount_point: &Path,
+    directory: &Path,
+    controller: &str,
+) -> Result<(), Error> {
     let mut ancestors: Vec<&Path> = directory
         .ancestors()
         .skip(1)
@@ -589,6 +626,7 @@ mod tests {
 
         let error = apply_cpu(&[(&hierarchy, directory.path())], &cpu).unwrap_err();
 
+        assert!(error.is_unsupported(), "{error}");
         assert!(error.to_string().contains("cpu.realtimeRuntime"), "{error}");
         assert!(error.to_string().contains("cpu.rt_runtime_us"), "{error}");
     }
