@@ -4,7 +4,9 @@
 #   - `berth run --guest-bundle /bundle` runs a container in the guest over hybrid vsock
 #     and returns its output and exit code, and the guest powers off cleanly after;
 #   - agent/tests/vm.rs passes: a `blk` storage from a disk at a fixed PCI slot, and a
-#     disk hot-plugged through QMP that the pci-rescan and devices stages find.
+#     disk hot-plugged through QMP that the pci-rescan and devices stages find;
+#   - agent/tests/vm_cgroups.rs passes: cgroup v2 cpu, memory, pids and io limits, the
+#     OOM event from memory.events and the eBPF device filter, seen from containers.
 #
 # Usage: ci/vm-test.sh [BIN_DIR]   (from the repository root; default target/debug)
 #
@@ -94,13 +96,15 @@ rm -f "$output"
 
 # --- Rust tests with devices ---------------------------------------------------------
 
-echo "$prog: cargo test -p berth-agent --test vm -- --ignored"
-if BERTH_VM_IMAGE=$image "$cargo" test -p berth-agent --test vm -- --ignored --test-threads 1; then
-    echo "ok   agent/tests/vm.rs"
-else
-    echo "FAIL agent/tests/vm.rs"
-    failures=$((failures + 1))
-fi
+for test in vm vm_cgroups; do
+    echo "$prog: cargo test -p berth-agent --test $test -- --ignored"
+    if BERTH_VM_IMAGE=$image "$cargo" test -p berth-agent --test "$test" -- --ignored --test-threads 1; then
+        echo "ok   agent/tests/$test.rs"
+    else
+        echo "FAIL agent/tests/$test.rs"
+        failures=$((failures + 1))
+    fi
+done
 
 if [[ $failures -gt 0 ]]; then
     echo "$prog: $failures VM test groups failed"
