@@ -24,8 +24,10 @@ use slog::{debug, warn, Logger};
 use crate::cgroups::{self, Cgroup};
 use crate::error::Error;
 use crate::hooks::HookPoint;
+use crate::init::idmap;
+use crate::net_devices;
 use crate::spawn::{above_stdio, spawn_init, ChildFds, CloneNamespaces, PidNamespace};
-use crate::sync::{recv_reply, send_message, FailureKind, FromInit, InitConfig, ToInit};
+use crate::sync::{recv_reply, send_fd, send_message, FailureKind, FromInit, InitConfig, ToInit};
 use crate::user_namespace::{self, UserNamespaceSetup};
 
 /// How long the caller waits for the init to report ready or to exec the user process.
@@ -96,6 +98,8 @@ pub struct Container {
     pub(crate) seccomp: Option<LinuxSeccomp>,
     /// Execution domain of the container, which processes started by `exec` get too.
     pub(crate) personality: Option<LinuxPersonality>,
+    /// NUMA memory policy of the container, which processes started by `exec` get too.
+    pub(crate) memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
     pub(crate) hooks: Option<Hooks>,
     pub(crate) bundle: PathBuf,
     pub(crate) annotations: Option<std::collections::HashMap<String, String>>,
@@ -136,6 +140,8 @@ impl Container {
         let relative_cgroup = check_spec(&config)?;
         cgroups::check_intel_rdt(&config.spec)?;
         let id_maps = user_namespace::plan(&config.spec)?;
+        let net_devices = net_devices::plan(&config.spec)?;
+        let idmapped_mounts = idmap::plan(&config.spec)?;
         let join_first = match id_maps {
             Some(_) => user_namespace::join_first(&config.spec)?,
             None => Vec::new(),
@@ -151,8 +157,8 @@ impl Container {
         };
 
         let (caller_fds, child_fds) = open_fds(&config.id)?;
-        let pid = spawn_init(&config.init, &child_fds, namespaces)
-            .map_err(|source| Error::Clone {
+        let pid =
+            spawn_init(&config.init, &child_fds, namespaces).map_err(|source| Error::Clone {
                 container: config.id.clone(),
                 program: config.init.program.clone(),
                 source,
@@ -184,6 +190,7 @@ impl Container {
             terminal: None,
             seccomp: linux.and_then(|linux| linux.seccomp().clone()),
             personality: linux.and_then(|linux| linux.personality().clone()),
+            memory_policy: linux.and_then(|linux| linux.memory_policy().clone()),
             hooks: config.spec.hooks().clone(),
             bundle,
             annotations: config.spec.annotations().clone(),
@@ -192,11 +199,16 @@ impl Container {
             warnings: Vec::new(),
             logger,
         };
-        let user_namespace = UserNamespaceSetup {
-            id_maps,
-            joined_by_caller,
+        let plan = SetUpPlan {
+            relative_cgroup,
+            user_namespace: UserNamespaceSetup {
+                id_maps,
+                joined_by_caller,
+            },
+            net_devices,
+            idmapped_mounts,
         };
-        match container.set_up(config, &options, &relative_cgroup, user_namespace) {
+        match container.set_up(config, &options, plan) {
             Ok(()) => Ok(container),
             Err(error) => Err(container.abandon(error)),
         }
@@ -220,7 +232,14 @@ impl Container {
         // succeeded. A message means it failed.
         let deadline = Instant::now() + INIT_TIMEOUT;
         let mut unexpected_terminal = None;
-        match recv_reply(sync.as_fd(), deadline, &mut unexpected_terminal) {
+        let reply = self.recv_reply_with_listener(
+            sync.as_fd(),
+            deadline,
+            &mut unexpected_terminal,
+            self.pid,
+            ContainerState::Created,
+        )?;
+        match reply {
             Ok(None) => {
                 debug!(self.logger, "started user process"; "pid" => self.pid);
                 // Poststart hooks run after the user process started, and their failure
@@ -229,11 +248,13 @@ impl Container {
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
-            Ok(Some(FromInit::Ready { .. } | FromInit::Terminal)) => Err(Error::Init {
-                container: self.id.clone(),
-                message: "init reported ready again instead of executing the user process"
-                    .to_owned(),
-            }),
+            Ok(Some(FromInit::Ready { .. } | FromInit::Terminal | FromInit::SeccompNotify)) => {
+                Err(Error::Init {
+                    container: self.id.clone(),
+                    message: "init reported ready again instead of executing the user process"
+                        .to_owned(),
+                })
+            }
             Err(source) if source.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout {
                 container: self.id.clone(),
                 step: "exec the user process",
@@ -317,9 +338,14 @@ impl Container {
         &mut self,
         config: ContainerConfig,
         options: &LaunchOptions,
-        relative_cgroup: &Path,
-        user_namespace: UserNamespaceSetup,
+        plan: SetUpPlan,
     ) -> Result<(), Error> {
+        let SetUpPlan {
+            relative_cgroup,
+            user_namespace,
+            net_devices,
+            idmapped_mounts,
+        } = plan;
         if let (Some(maps), Some(sync)) = (&user_namespace.id_maps, self.sync.as_ref()) {
             user_namespace::write_maps(&self.id, self.pid, maps, sync.as_fd())?;
         }
@@ -330,7 +356,7 @@ impl Container {
             .and_then(|linux| linux.resources().as_ref());
         self.cgroup = Cgroup::create(
             &config.cgroup_root,
-            relative_cgroup,
+            &relative_cgroup,
             Path::new(&config.cgroup_parent),
             resources,
             &self.logger,
@@ -343,6 +369,8 @@ impl Container {
         // The runtime's own hooks see the init in its cgroup but before its setup.
         self.run_hooks(HookPoint::CreateRuntime, ContainerState::Creating)?;
         self.run_hooks(HookPoint::Prestart, ContainerState::Creating)?;
+        // After the hooks, which may create the sources.
+        let trees = idmap::open_trees(&self.id, &idmapped_mounts)?;
 
         let message = ToInit::Config(Box::new(InitConfig {
             container_id: config.id,
@@ -351,13 +379,21 @@ impl Container {
             no_pivot: options.no_pivot,
             state: self.state_json(ContainerState::Creating),
             joined_by_caller: user_namespace.joined_by_caller,
+            idmapped_trees: trees.len(),
         }));
         send_message(sync, &message)
             .map_err(|source| self.sync_error("send configuration to", source))?;
+        for tree in &trees {
+            send_fd(sync, tree.as_fd())
+                .map_err(|source| self.sync_error("send ID-mapped mount to", source))?;
+        }
 
         let deadline = Instant::now() + INIT_TIMEOUT;
         match recv_reply(sync, deadline, &mut self.terminal) {
             Ok(Some(FromInit::Ready { warnings })) => {
+                // The init has its network namespace now, and the user process has not
+                // started yet.
+                net_devices::move_all(&self.id, self.pid, &net_devices)?;
                 debug!(self.logger, "init ready"; "pid" => self.pid);
                 for warning in &warnings {
                     warn!(self.logger, "container setting not applied"; "container" => &self.id, "reason" => warning);
@@ -366,7 +402,7 @@ impl Container {
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
-            Ok(Some(FromInit::Terminal)) | Ok(None) => Err(Error::Init {
+            Ok(Some(FromInit::Terminal | FromInit::SeccompNotify)) | Ok(None) => Err(Error::Init {
                 container: self.id.clone(),
                 message: "init exited before it reported ready".to_owned(),
             }),
@@ -408,6 +444,10 @@ impl Container {
                 name,
             },
             FailureKind::InvalidSpec => Error::InvalidSpec(message),
+            FailureKind::SeccompFlagUnsupported => Error::Unsupported {
+                field: "linux.seccomp.flags",
+                missing: message,
+            },
             FailureKind::System => Error::Init {
                 container: self.id.clone(),
                 message,
@@ -422,6 +462,16 @@ impl Container {
             source,
         }
     }
+}
+
+/// What [`Container::set_up`] applies besides the spec, worked out before the clone.
+struct SetUpPlan {
+    relative_cgroup: PathBuf,
+    user_namespace: UserNamespaceSetup,
+    /// Devices to move, as (name in the caller's namespace, name in the container).
+    net_devices: Vec<(String, String)>,
+    /// Spec mounts to ID-map, whose trees the caller prepares for the init.
+    idmapped_mounts: Vec<idmap::IdMappedMount>,
 }
 
 /// Checks the parts of the spec that must hold before anything is cloned, and returns
@@ -454,6 +504,7 @@ fn check_spec(config: &ContainerConfig) -> Result<PathBuf, Error> {
         return Err(Error::InvalidSpec("process.args is empty".to_owned()));
     }
     crate::init::check_cwd(process.cwd()).map_err(Error::InvalidSpec)?;
+    crate::init::check_exec_cpu_affinity(process).map_err(Error::InvalidSpec)?;
 
     let namespaces = config
         .spec

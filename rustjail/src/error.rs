@@ -83,7 +83,10 @@ pub enum Error {
     /// The spec sets a field that needs a controller, a cgroup file or a filesystem this
     /// machine lacks, such as `network.classID` without a mounted net_cls controller.
     #[error("{field} is not supported on this machine: {missing}")]
-    Unsupported { field: &'static str, missing: String },
+    Unsupported {
+        field: &'static str,
+        missing: String,
+    },
 
     /// A key of `linux.resources.unified` that names no file in the container's cgroup2
     /// directory.
@@ -103,6 +106,39 @@ pub enum Error {
         container: String,
         path: PathBuf,
         map: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An ID-mapped bind mount (`mounts[].uidMappings`) that the caller could not prepare.
+    /// `mount` reads "DESTINATION from SOURCE", one string to keep this enum small.
+    #[error("prepare ID-mapped mount {mount} for container {container}: {step}: {source}")]
+    IdMappedMount {
+        container: String,
+        mount: String,
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("move network device {device} into container {container}: {step}: {source}")]
+    NetDevice {
+        container: String,
+        device: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The notify fd of a `SCMP_ACT_NOTIFY` filter could not be sent to
+    /// `linux.seccomp.listenerPath`. The process may run already: destroy the container.
+    #[error(
+        "send seccomp notify fd of container {container} to listener {}: {source}",
+        .path.display()
+    )]
+    SeccompListener {
+        container: String,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -160,6 +196,10 @@ impl Error {
                 | Error::ExecutableNotFound { .. }
                 | Error::CgroupValue { .. }
                 | Error::UnifiedKey { .. }
+        ) || matches!(
+            self,
+            Error::NetDevice { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENODEV) | Some(libc::EEXIST))
         )
     }
 
@@ -173,6 +213,9 @@ impl Error {
                 source.raw_os_error(),
                 Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
             ),
+            // A cgroup file that exists but refuses a setting the kernel does not
+            // support here, such as a per-device io.weight without io.cost.
+            Error::CgroupWrite { source, .. } => source.raw_os_error() == Some(libc::EOPNOTSUPP),
             _ => false,
         }
     }

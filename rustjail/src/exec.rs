@@ -13,14 +13,16 @@ use std::time::Instant;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::Process;
-use slog::debug;
+use oci_spec::runtime::{ContainerState, Process};
+use slog::{debug, warn};
 
 use crate::container::{open_fds, Container, InitCommand, INIT_TIMEOUT};
 use crate::error::Error;
-use crate::init::check_cwd;
+use crate::init::{
+    check_cwd, check_exec_cpu_affinity, exec_label_warnings, set_initial_cpu_affinity,
+};
 use crate::spawn::{spawn_init, CloneNamespaces, PidNamespace};
-use crate::sync::{recv_reply, send_message, ExecConfig, FromInit, ToInit};
+use crate::sync::{send_message, ExecConfig, FromInit, ToInit};
 
 /// A process started in a running container. The caller reaps it, as it reaps the init.
 #[derive(Debug)]
@@ -61,10 +63,10 @@ impl ExecProcess {
 
 impl Container {
     /// Starts `process` in the container's namespaces and cgroup, with its own user,
-    /// environment, working directory, capabilities, rlimits, terminal and
-    /// no_new_privileges, and the container's seccomp profile. `init` starts the helper
-    /// process as for [`Container::create`]. Returns once the process executed. Blocks
-    /// for at most about 30 seconds.
+    /// environment, working directory, capabilities, rlimits, terminal,
+    /// no_new_privileges, AppArmor profile and SELinux label, and the container's seccomp
+    /// profile. `init` starts the helper process as for [`Container::create`]. Returns
+    /// once the process executed. Blocks for at most about 30 seconds.
     pub fn exec(&self, process: &Process, init: &InitCommand) -> Result<ExecProcess, Error> {
         if self.destroyed {
             return Err(Error::NotRunning(self.id.clone()));
@@ -73,6 +75,10 @@ impl Container {
             return Err(Error::InvalidSpec("process.args is empty".to_owned()));
         }
         check_cwd(process.cwd()).map_err(Error::InvalidSpec)?;
+        check_exec_cpu_affinity(process).map_err(Error::InvalidSpec)?;
+        for warning in exec_label_warnings(process) {
+            warn!(self.logger, "exec process setting not applied"; "container" => &self.id, "reason" => warning);
+        }
         let namespaces = CloneNamespaces {
             pid: self.pid_namespace()?,
             new_user: false,
@@ -106,14 +112,15 @@ impl Container {
         }
     }
 
-    /// Moves the new process into the cgroup, sends its configuration and waits until it
-    /// executed.
+    /// Sets the process's `execCPUAffinity.initial`, moves it into the cgroup, sends its
+    /// configuration and waits until it executed.
     fn configure_exec(
         &self,
         process: &Process,
         sync: &OwnedFd,
         exec: &mut ExecProcess,
     ) -> Result<(), Error> {
+        set_initial_cpu_affinity(&self.id, exec.pid, process)?;
         self.cgroup.add_process(exec.pid)?;
 
         let message = ToInit::Exec(Box::new(ExecConfig {
@@ -122,22 +129,32 @@ impl Container {
             process: process.clone(),
             seccomp: self.seccomp.clone(),
             personality: self.personality.clone(),
+            memory_policy: self.memory_policy.clone(),
         }));
         send_message(sync.as_fd(), &message)
             .map_err(|source| self.sync_error("send exec configuration to", source))?;
 
         // As at start, end of file means the exec succeeded.
         let deadline = Instant::now() + INIT_TIMEOUT;
-        match recv_reply(sync.as_fd(), deadline, &mut exec.terminal) {
+        let reply = self.recv_reply_with_listener(
+            sync.as_fd(),
+            deadline,
+            &mut exec.terminal,
+            exec.pid,
+            ContainerState::Running,
+        )?;
+        match reply {
             Ok(None) => {
                 debug!(self.logger, "exec process started"; "pid" => exec.pid);
                 Ok(())
             }
             Ok(Some(FromInit::Error { kind, message })) => Err(self.init_error(kind, message)),
-            Ok(Some(FromInit::Ready { .. } | FromInit::Terminal)) => Err(Error::Init {
-                container: self.id.clone(),
-                message: "exec process reported ready instead of executing".to_owned(),
-            }),
+            Ok(Some(FromInit::Ready { .. } | FromInit::Terminal | FromInit::SeccompNotify)) => {
+                Err(Error::Init {
+                    container: self.id.clone(),
+                    message: "exec process reported ready instead of executing".to_owned(),
+                })
+            }
             Err(source) if source.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout {
                 container: self.id.clone(),
                 step: "execute the exec process",

@@ -3,8 +3,9 @@
 //! The socket is `SOCK_SEQPACKET`. A message is a JSON document sent as one header
 //! packet holding its length (8 bytes, little endian) followed by data packets of at
 //! most [`CHUNK_SIZE`] bytes, because a whole spec may exceed what one packet can carry.
-//! A descriptor (the terminal master) follows its announcing message as one packet of one
-//! byte carrying `SCM_RIGHTS`.
+//! A descriptor (the terminal master, a seccomp notify fd, each ID-mapped mount tree that
+//! the configuration counts) follows its announcing message as one packet of one byte
+//! carrying `SCM_RIGHTS`.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
@@ -42,6 +43,10 @@ pub(crate) struct InitConfig {
     /// Namespaces given by path that the caller joined before the clone, which the init
     /// is in already and could not open from its new user namespace.
     pub joined_by_caller: Vec<oci_spec::runtime::LinuxNamespaceType>,
+    /// Number of ID-mapped mount trees that follow the configuration as descriptors, one
+    /// per ID-mapped spec mount in spec order (see `init::idmap`).
+    #[serde(default)]
+    pub idmapped_trees: usize,
 }
 
 /// Configuration of a process started in a running container.
@@ -55,6 +60,8 @@ pub(crate) struct ExecConfig {
     pub seccomp: Option<LinuxSeccomp>,
     /// The container's `linux.personality`, which the new process takes too.
     pub personality: Option<oci_spec::runtime::LinuxPersonality>,
+    /// The container's `linux.memoryPolicy`, which the new process takes too.
+    pub memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
 }
 
 /// Messages from the caller to the init.
@@ -70,7 +77,11 @@ pub(crate) enum ToInit {
 pub(crate) enum FailureKind {
     System,
     InvalidSpec,
-    ExecutableNotFound { name: String },
+    ExecutableNotFound {
+        name: String,
+    },
+    /// A `linux.seccomp.flags` entry that the installed libseccomp or the kernel lacks.
+    SeccompFlagUnsupported,
 }
 
 /// Messages from the init to the caller. A successful exec of the user process sends
@@ -84,6 +95,9 @@ pub(crate) enum FromInit {
     },
     /// The next packet carries the master of the process's terminal.
     Terminal,
+    /// The next packet carries the notify fd of the seccomp filter just loaded, for the
+    /// caller to send to `linux.seccomp.listenerPath`.
+    SeccompNotify,
     Error {
         kind: FailureKind,
         message: String,
@@ -91,7 +105,8 @@ pub(crate) enum FromInit {
 }
 
 /// Receives the next message from the init. A terminal master announced on the way is
-/// stored in `terminal`, so the result is `Ready`, `Error` or `None` at end of file.
+/// stored in `terminal`, so the result is `Ready`, `SeccompNotify` (its fd not received
+/// yet), `Error` or `None` at end of file.
 pub(crate) fn recv_reply(
     fd: BorrowedFd<'_>,
     deadline: Instant,
@@ -127,7 +142,7 @@ pub(crate) fn send_fd(fd: BorrowedFd<'_>, passed: BorrowedFd<'_>) -> io::Result<
 }
 
 /// Receives a descriptor sent by [`send_fd`], close-on-exec.
-fn recv_fd(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<OwnedFd> {
+pub(crate) fn recv_fd(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<OwnedFd> {
     wait_readable(fd, deadline)?;
     let mut data = [0u8; 1];
     let mut payload = [IoSliceMut::new(&mut data)];

@@ -1,44 +1,17 @@
-//! Cgroup limits, freezer, statistics and live updates of real containers. Needs root.
+//! Cgroup limits, freezer, statistics and live updates of real containers: cpu, memory,
+//! pids, hugetlb and devices. Needs root.
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::cgroup::{hierarchy_path, read, with_resources, ExpectedRemoved, MIB};
 use common::{config, require_root, Bundle, Guard, Output};
 use oci_spec::runtime::{
-    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxIntelRdtBuilder, LinuxMemoryBuilder,
-    LinuxNetworkBuilder, LinuxPidsBuilder, LinuxRdmaBuilder, LinuxResources, LinuxResourcesBuilder,
-    LinuxThrottleDeviceBuilder, Spec,
+    LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, Spec,
 };
-
-const MIB: i64 = 1024 * 1024;
-
-fn with_resources(mut spec: Spec, resources: LinuxResources) -> Spec {
-    let mut linux = spec.linux().clone().unwrap();
-    linux.set_resources(Some(resources));
-    spec.set_linux(Some(linux));
-    spec
-}
-
-fn hierarchy_path(paths: &[PathBuf], hierarchy: &str) -> PathBuf {
-    paths
-        .iter()
-        .find(|path| path.starts_with(Path::new("/sys/fs/cgroup").join(hierarchy)))
-        .unwrap_or_else(|| panic!("no {hierarchy} cgroup in {paths:?}"))
-        .clone()
-}
-
-fn read(directory: &Path, file: &str) -> String {
-    fs::read_to_string(directory.join(file))
-        .unwrap_or_else(|error| panic!("read {file}: {error}"))
-        .trim()
-        .to_owned()
-}
 
 #[test]
 fn memory_swap_swappiness_oom_and_hugetlb_apply() {
@@ -383,168 +356,151 @@ fn v2_device_filter_denies_and_allows() {
     assert_sample_denied_then_allowed(&denied, &allowed);
 }
 
-/// A loop device over a sparse file in a temporary directory, detached on drop.
-struct LoopDevice {
-    path: PathBuf,
-    /// Dropped after the device is detached, because fields drop after `drop` runs.
-    _backing: tempfile::TempDir,
-}
-
-impl LoopDevice {
-    fn attach() -> LoopDevice {
-        let backing = tempfile::tempdir().unwrap();
-        let image = backing.path().join("disk.img");
-        fs::File::create(&image)
-            .unwrap()
-            .set_len(16 * MIB as u64)
-            .unwrap();
-
-        let output = Command::new("losetup")
-            .arg("--find")
-            .arg("--show")
-            .arg(&image)
-            .output()
-            .expect("run losetup");
-        assert!(output.status.success(), "losetup failed: {output:?}");
-        let path = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-        LoopDevice {
-            path,
-            _backing: backing,
-        }
-    }
-
-    /// Returns the device's major and minor number.
-    fn number(&self) -> (i64, i64) {
-        let rdev = fs::metadata(&self.path).unwrap().rdev();
-        (
-            i64::from(rustix::fs::major(rdev)),
-            i64::from(rustix::fs::minor(rdev)),
-        )
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
-    }
-}
-
-/// Cgroup directories, relative to every hierarchy under `/sys/fs/cgroup`, that a test
-/// expects the launcher to remove. On drop, those still there are removed, deepest first,
-/// so a failing test leaves nothing behind.
-struct ExpectedRemoved(Vec<PathBuf>);
-
-impl ExpectedRemoved {
-    /// Returns the directories of this list that still exist in some hierarchy.
-    fn left_behind(&self) -> Vec<PathBuf> {
-        hierarchy_roots()
-            .iter()
-            .flat_map(|root| self.0.iter().map(move |relative| root.join(relative)))
-            .filter(|directory| directory.exists())
-            .collect()
-    }
-}
-
-impl Drop for ExpectedRemoved {
-    fn drop(&mut self) {
-        for directory in self.left_behind() {
-            let _ = fs::remove_dir(directory);
-        }
-    }
-}
-
-/// Returns the mount point of every cgroup hierarchy under `/sys/fs/cgroup`.
-fn hierarchy_roots() -> Vec<PathBuf> {
-    fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.join("cgroup.procs").exists())
-        .collect()
-}
-
 #[test]
-fn blkio_throttles_apply_to_loop_device() {
+fn cpu_idle_and_burst_apply_on_v1() {
     require_root();
-    let device = LoopDevice::attach();
-    let (major, minor) = device.number();
-    let throttle = |rate: u64| {
-        vec![LinuxThrottleDeviceBuilder::default()
-            .major(major)
-            .minor(minor)
-            .rate(rate)
-            .build()
-            .unwrap()]
-    };
+    let cpu_root = Path::new("/sys/fs/cgroup/cpu");
+    let bundle = Bundle::new();
     let resources = LinuxResourcesBuilder::default()
-        .block_io(
-            LinuxBlockIoBuilder::default()
-                .throttle_read_bps_device(throttle(1_048_576))
-                .throttle_write_bps_device(throttle(524_288))
-                .throttle_read_iops_device(throttle(300))
-                .throttle_write_iops_device(throttle(200))
+        .cpu(
+            LinuxCpuBuilder::default()
+                .idle(1i64)
+                .burst(20_000u64)
+                .quota(50_000i64)
+                .period(100_000u64)
                 .build()
                 .unwrap(),
         )
         .build()
         .unwrap();
-    let bundle = Bundle::new();
     let spec = with_resources(
         bundle.spec(&[
             "sh",
             "-c",
-            "cd /sys/fs/cgroup/blkio && cat blkio.throttle.read_bps_device \
-             blkio.throttle.write_bps_device blkio.throttle.read_iops_device \
-             blkio.throttle.write_iops_device",
+            "cd /sys/fs/cgroup/cpu && cat cpu.idle cpu.cfs_burst_us cpu.cfs_quota_us",
         ]),
         resources,
     );
+    let missing = ["cpu.idle", "cpu.cfs_burst_us"]
+        .into_iter()
+        .find(|file| !cpu_root.join(file).exists());
 
-    let output = Guard::create(config("blkio-throttle", spec)).unwrap().run();
+    let result = Guard::create(config("cpu-idle-burst", spec));
 
+    if let Some(file) = missing {
+        let error = result.err().expect("create fails without the file");
+        assert!(error.is_unsupported(), "{error}");
+        assert!(error.to_string().contains(file), "{error}");
+        return;
+    }
+    let output = result.unwrap().run();
     assert_eq!(output.code, 0, "{output:?}");
-    let number = format!("{major}:{minor}");
-    let lines: Vec<&str> = output.stdout.lines().collect();
-    assert_eq!(
-        lines,
-        [
-            format!("{number} 1048576"),
-            format!("{number} 524288"),
-            format!("{number} 300"),
-            format!("{number} 200"),
-        ],
-        "{output:?}"
-    );
+    assert_eq!(output.stdout, "1\n20000\n50000\n", "{output:?}");
 }
 
 #[test]
-fn blkio_weight_needs_kernel_support() {
+fn update_lowers_quota_below_old_burst() {
     require_root();
-    // A kernel without an I/O scheduler that has weights (BFQ, or CFQ before 5.0) has
-    // neither file.
-    let weight_file = ["blkio.bfq.weight", "blkio.weight"]
-        .into_iter()
-        .find(|file| Path::new("/sys/fs/cgroup/blkio").join(file).exists());
+    if !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_burst_us").exists() {
+        eprintln!("skipped: the kernel has no CFS burst");
+        return;
+    }
     let bundle = Bundle::new();
+    let cpu = |quota: i64, burst: u64| {
+        LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(quota)
+                    .burst(burst)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let spec = with_resources(bundle.spec(&["sleep", "60"]), cpu(50_000, 40_000));
+    let mut guard = Guard::create(config("cpu-burst-update", spec)).unwrap();
+    guard.container.start().unwrap();
+    let directory = hierarchy_path(guard.container.cgroup().paths(), "cpu");
+
+    // The kernel rejects the new quota while the old burst is above it, so the burst
+    // has to go first.
+    guard.container.update(&cpu(20_000, 10_000)).unwrap();
+
+    assert_eq!(read(&directory, "cpu.cfs_quota_us"), "20000");
+    assert_eq!(read(&directory, "cpu.cfs_burst_us"), "10000");
+}
+
+#[test]
+fn update_sets_shares_of_idle_group() {
+    require_root();
+    if !Path::new("/sys/fs/cgroup/cpu/cpu.idle").exists() {
+        eprintln!("skipped: the kernel has no cpu.idle");
+        return;
+    }
+    let bundle = Bundle::new();
+    let cpu = |idle: i64, shares: u64| {
+        LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .idle(idle)
+                    .shares(shares)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let spec = with_resources(bundle.spec(&["sleep", "60"]), cpu(1, 512));
+    let mut guard = Guard::create(config("cpu-idle-update", spec)).unwrap();
+    guard.container.start().unwrap();
+    let directory = hierarchy_path(guard.container.cgroup().paths(), "cpu");
+
+    // The kernel rejects shares for an idle group, which this group is already.
+    let still_idle = guard.container.update(&cpu(1, 1024));
+    let idle_after_first = read(&directory, "cpu.idle");
+    guard.container.update(&cpu(0, 2048)).unwrap();
+
+    assert!(still_idle.is_ok(), "{still_idle:?}");
+    assert_eq!(idle_after_first, "1");
+    assert_eq!(read(&directory, "cpu.idle"), "0");
+    assert_eq!(read(&directory, "cpu.shares"), "2048");
+}
+
+fn use_hierarchy_spec(bundle: &Bundle, use_hierarchy: bool) -> Spec {
     let resources = LinuxResourcesBuilder::default()
-        .block_io(
-            LinuxBlockIoBuilder::default()
-                .weight(500u16)
+        .memory(
+            LinuxMemoryBuilder::default()
+                .use_hierarchy(use_hierarchy)
                 .build()
                 .unwrap(),
         )
         .build()
         .unwrap();
-    let spec = with_resources(
-        bundle.spec(&[
-            "cat",
-            &format!(
-                "/sys/fs/cgroup/blkio/{}",
-                weight_file.unwrap_or("blkio.weight")
-            ),
-        ]),
+    with_resources(
+        bundle.spec(&["cat", "/sys/fs/cgroup/memory/memory.use_hierarchy"]),
         resources,
-    );
-    let config = config("blkio-weight", spec);
+    )
+}
+
+#[test]
+fn use_hierarchy_true_applies() {
+    require_root();
+    let bundle = Bundle::new();
+
+    let output = Guard::create(config("use-hierarchy", use_hierarchy_spec(&bundle, true)))
+        .unwrap()
+        .run();
+
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.stdout, "1\n", "{output:?}");
+}
+
+#[test]
+fn use_hierarchy_false_is_unsupported() {
+    require_root();
+    let bundle = Bundle::new();
+    let config = config("no-hierarchy", use_hierarchy_spec(&bundle, false));
     let expected_removed = ExpectedRemoved(vec![
         Path::new(&config.cgroup_parent).join(&config.id),
         PathBuf::from(&config.cgroup_parent),
@@ -552,289 +508,61 @@ fn blkio_weight_needs_kernel_support() {
 
     let result = Guard::create(config);
 
-    if weight_file.is_some() {
-        let output = result.unwrap().run();
-        assert!(output.stdout.contains("500"), "{output:?}");
+    // Older kernels accept 0 where the parent cgroup accounts flat.
+    if let Ok(mut guard) = result {
+        let output = guard.run();
+        assert_eq!(output.stdout, "0\n", "{output:?}");
         return;
     }
-    let error = result.err().expect("create fails without blkio.weight");
+    let error = result.err().unwrap();
     assert!(error.is_unsupported(), "{error}");
     let message = error.to_string();
     assert!(
-        message.contains("linux.resources.blockIO.weight "),
+        message.starts_with("linux.resources.memory.useHierarchy "),
         "{message}"
     );
-    assert!(
-        message.contains("/blkio.weight does not exist"),
-        "{message}"
-    );
-    assert_eq!(expected_removed.left_behind(), Vec::<PathBuf>::new());
-}
-
-/// Runs a container with `linux.cgroupsPath` set to `cgroups_path` and no cgroup
-/// namespace, and checks that its `/proc/self/cgroup` names `expected` in every hierarchy
-/// and that destroy removes `expected` and each of its ancestors, which the test's unique
-/// names mean the launcher created.
-fn assert_cgroups_path_used(cgroups_path: &str, expected: &Path) {
-    let bundle = Bundle::new();
-    let mut spec = bundle.spec(&["cat", "/proc/self/cgroup"]);
-    let mut linux = spec.linux().clone().unwrap();
-    linux.set_cgroups_path(Some(PathBuf::from(cgroups_path)));
-    spec.set_linux(Some(linux));
-    let expected_removed = ExpectedRemoved(
-        expected
-            .ancestors()
-            .filter(|ancestor| !ancestor.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .collect(),
-    );
-    let mut guard = Guard::create(config("cgroups-path", spec)).unwrap();
-    let paths = guard.container.cgroup().paths().to_vec();
-
-    let output = guard.run();
-    drop(guard);
-
-    assert_eq!(output.code, 0, "{output:?}");
-    let expected_line_end = format!(":/{}", expected.display());
-    let lines: Vec<&str> = output.stdout.lines().collect();
-    assert!(lines.len() >= paths.len(), "{output:?} {paths:?}");
-    for line in &lines {
-        assert!(line.ends_with(&expected_line_end), "{line:?} in {output:?}");
-    }
-    for path in &paths {
-        assert!(path.ends_with(expected), "{path:?}");
-    }
+    assert!(message.contains("memory.use_hierarchy"), "{message}");
     assert_eq!(expected_removed.left_behind(), Vec::<PathBuf>::new());
 }
 
 #[test]
-fn cgroups_path_plain_form_is_used() {
-    require_root();
-    let (_, base) = common::unique_names("cgroups-path-plain");
-
-    assert_cgroups_path_used(
-        &format!("/{base}/pod/ctr"),
-        &Path::new(&base).join("pod/ctr"),
-    );
-}
-
-#[test]
-fn cgroups_path_systemd_form_is_used() {
-    require_root();
-    let (_, base) = common::unique_names("cgroups-path-systemd");
-
-    assert_cgroups_path_used(
-        &format!("{base}.slice:kata:ctr"),
-        &Path::new(&format!("{base}.slice")).join("kata-ctr"),
-    );
-}
-
-fn unified_resources(entries: &[(&str, &str)]) -> LinuxResources {
-    let unified: HashMap<String, String> = entries
-        .iter()
-        .map(|(key, value)| (key.to_string(), value.to_string()))
-        .collect();
-    LinuxResourcesBuilder::default()
-        .unified(unified)
-        .build()
-        .unwrap()
-}
-
-#[test]
-fn unified_keys_apply_on_hybrid_layout() {
+fn check_before_update_rejects_limit_below_usage() {
     require_root();
     let bundle = Bundle::new();
-    let resources =
-        unified_resources(&[("cgroup.max.descendants", "5"), ("cgroup.max.depth", "3")]);
-    let spec = with_resources(
-        bundle.spec(&[
-            "cat",
-            "/sys/fs/cgroup/unified/cgroup.max.descendants",
-            "/sys/fs/cgroup/unified/cgroup.max.depth",
-        ]),
-        resources,
-    );
-    let mut guard = Guard::create(config("unified", spec)).unwrap();
-    let unified = hierarchy_path(guard.container.cgroup().paths(), "unified");
-    let descendants = read(&unified, "cgroup.max.descendants");
-    let depth = read(&unified, "cgroup.max.depth");
+    let mut guard = Guard::create(config("check-update", bundle.spec(&["sleep", "60"]))).unwrap();
+    guard.container.start().unwrap();
+    let memory = hierarchy_path(guard.container.cgroup().paths(), "memory");
+    let limit = |bytes: i64| {
+        LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(bytes)
+                    .check_before_update(true)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let before = read(&memory, "memory.limit_in_bytes");
+    let usage: i64 = read(&memory, "memory.usage_in_bytes").parse().unwrap();
+    assert!(usage > 4096, "the running sleep uses only {usage} bytes");
 
-    let output = guard.run();
-
-    assert_eq!(descendants, "5");
-    assert_eq!(depth, "3");
-    assert_eq!(output.code, 0, "{output:?}");
-    assert_eq!(output.stdout, "5\n3\n", "{output:?}");
-}
-
-#[test]
-fn unified_key_without_file_fails_create() {
-    require_root();
-    let bundle = Bundle::new();
-    let spec = with_resources(
-        bundle.spec(&["true"]),
-        unified_resources(&[("cgroup.no_such_file", "1")]),
-    );
-    let config = config("unified-invalid", spec);
-    let expected_removed = ExpectedRemoved(vec![
-        Path::new(&config.cgroup_parent).join(&config.id),
-        PathBuf::from(&config.cgroup_parent),
-    ]);
-
-    let error = Guard::create(config)
-        .err()
-        .expect("create fails on an unknown key");
+    let error = guard.container.update(&limit(4096)).unwrap_err();
+    let after_rejected = read(&memory, "memory.limit_in_bytes");
+    guard.container.update(&limit(64 * MIB)).unwrap();
 
     assert!(error.is_invalid_input(), "{error}");
-    assert!(
-        error.to_string().contains("\"cgroup.no_such_file\""),
-        "{error}"
-    );
-    assert_eq!(expected_removed.left_behind(), Vec::<PathBuf>::new());
-}
-
-#[test]
-fn update_writes_unified_keys() {
-    require_root();
-    let bundle = Bundle::new();
-    let mut guard = Guard::create(config("unified-update", bundle.spec(&["sleep", "60"]))).unwrap();
-    guard.container.start().unwrap();
-    let unified = hierarchy_path(guard.container.cgroup().paths(), "unified");
-    let before = read(&unified, "cgroup.max.depth");
-
-    guard
-        .container
-        .update(&unified_resources(&[("cgroup.max.depth", "2")]))
-        .unwrap();
-
-    assert_eq!(before, "max");
-    assert_eq!(read(&unified, "cgroup.max.depth"), "2");
-}
-
-#[test]
-fn unified_keys_enable_controller_on_v2_layout() {
-    require_root();
-    // The cgroup2 mount of this hybrid layout, taken as the cgroup root, is a pure v2
-    // layout. Its hugetlb files appear only once the parent enables the controller.
-    let root = Path::new("/sys/fs/cgroup/unified");
-    let bundle = Bundle::new();
-    let resources = unified_resources(&[
-        ("hugetlb.2MB.max", &(4 * MIB).to_string()),
-        ("cgroup.max.depth", "3"),
-    ]);
-    let mut config = config(
-        "unified-v2",
-        with_resources(bundle.spec(&["true"]), resources),
-    );
-    config.cgroup_root = root.to_path_buf();
-
-    let guard = Guard::create(config).unwrap();
-
-    let directory = &guard.container.cgroup().paths()[0];
-    assert!(directory.starts_with(root), "{directory:?}");
-    assert_eq!(read(directory, "hugetlb.2MB.max"), (4 * MIB).to_string());
-    assert_eq!(read(directory, "cgroup.max.depth"), "3");
-}
-
-/// Creates a container from `spec` and checks that create fails with an unsupported
-/// error naming `field` and `missing`, leaving no cgroup directory behind.
-fn assert_create_unsupported(test: &str, spec: Spec, field: &str, missing: &str) {
-    let config = config(test, spec);
-    let expected_removed = ExpectedRemoved(vec![
-        Path::new(&config.cgroup_parent).join(&config.id),
-        PathBuf::from(&config.cgroup_parent),
-    ]);
-
-    let error = Guard::create(config)
-        .err()
-        .unwrap_or_else(|| panic!("create with {field} fails"));
-
-    assert!(error.is_unsupported(), "{error}");
     let message = error.to_string();
-    assert!(message.starts_with(&format!("{field} ")), "{message}");
-    assert!(message.contains(missing), "{message}");
-    assert_eq!(expected_removed.left_behind(), Vec::<PathBuf>::new());
-}
-
-#[test]
-fn class_id_needs_net_cls_controller() {
-    require_root();
-    let bundle = Bundle::new();
-    let resources = LinuxResourcesBuilder::default()
-        .network(
-            LinuxNetworkBuilder::default()
-                .class_id(0x0010_0001u32)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let spec = with_resources(bundle.spec(&["true"]), resources);
-
-    if Path::new("/sys/fs/cgroup/net_cls").is_dir() {
-        let guard = Guard::create(config("class-id", spec)).unwrap();
-        // net_cls is often mounted together with net_prio as `net_cls,net_prio`.
-        let paths = guard.container.cgroup().paths();
-        let net_cls = paths
-            .iter()
-            .find(|path| path.join("net_cls.classid").exists())
-            .unwrap_or_else(|| panic!("no net_cls cgroup in {paths:?}"));
-        assert_eq!(read(net_cls, "net_cls.classid"), "1048577");
-        return;
-    }
-    assert_create_unsupported(
-        "class-id",
-        spec,
-        "linux.resources.network.classID",
-        "net_cls controller",
+    assert!(message.contains("\"4096\""), "{message}");
+    assert!(
+        message.contains("linux.resources.memory.limit"),
+        "{message}"
     );
-}
-
-#[test]
-fn rdma_without_controller_fails_create() {
-    require_root();
-    let unified_controllers =
-        fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
-    if Path::new("/sys/fs/cgroup/rdma").exists() || unified_controllers.contains("rdma") {
-        eprintln!("skipped: this machine has the rdma controller");
-        return;
-    }
-    let bundle = Bundle::new();
-    let limits = LinuxRdmaBuilder::default()
-        .hca_handles(2u32)
-        .build()
-        .unwrap();
-    let resources = LinuxResourcesBuilder::default()
-        .rdma(HashMap::from([("mlx5_0".to_owned(), limits)]))
-        .build()
-        .unwrap();
-
-    assert_create_unsupported(
-        "rdma",
-        with_resources(bundle.spec(&["true"]), resources),
-        "linux.resources.rdma",
-        "rdma controller",
+    assert!(message.contains("memory.usage_in_bytes"), "{message}");
+    assert_eq!(after_rejected, before);
+    assert_eq!(
+        read(&memory, "memory.limit_in_bytes"),
+        (64 * MIB).to_string()
     );
-}
-
-#[test]
-fn intel_rdt_fails_create() {
-    require_root();
-    let bundle = Bundle::new();
-    let mut spec = bundle.spec(&["true"]);
-    let mut linux = spec.linux().clone().unwrap();
-    linux.set_intel_rdt(Some(
-        LinuxIntelRdtBuilder::default()
-            .l3_cache_schema("L3:0=ff")
-            .build()
-            .unwrap(),
-    ));
-    spec.set_linux(Some(linux));
-    let missing = if Path::new("/sys/fs/resctrl/schemata").exists() {
-        "does not create resctrl groups"
-    } else {
-        "resctrl filesystem is not mounted"
-    };
-
-    assert_create_unsupported("intel-rdt", spec, "linux.intelRdt", missing);
 }

@@ -78,8 +78,10 @@ pub enum StageError {
     #[error("create container {container}: {source}")]
     Container {
         container: String,
+        /// Boxed, because the launcher's errors are large and every stage result
+        /// carries this enum.
         #[source]
-        source: rustjail::Error,
+        source: Box<rustjail::Error>,
     },
 
     /// A device or file the stage waits for did not appear in time.
@@ -97,8 +99,9 @@ pub enum StageError {
     #[error("destroy container {container}: {source}")]
     Destroy {
         container: String,
+        /// Boxed for the same reason as in `Container`.
         #[source]
-        source: rustjail::Error,
+        source: Box<rustjail::Error>,
     },
 }
 
@@ -176,7 +179,9 @@ mod tests {
     fn launcher_input_errors_are_invalid_argument() {
         let error = StageError::Container {
             container: "c1".to_string(),
-            source: rustjail::Error::InvalidSpec("process.args is empty".to_string()),
+            source: Box::new(rustjail::Error::InvalidSpec(
+                "process.args is empty".to_string(),
+            )),
         };
 
         assert_eq!(error.code(), ErrorCode::InvalidArgument);
@@ -190,7 +195,7 @@ mod tests {
     fn launcher_system_errors_are_internal() {
         let error = StageError::Container {
             container: "c1".to_string(),
-            source: rustjail::Error::NotRunning("c1".to_string()),
+            source: Box::new(rustjail::Error::NotRunning("c1".to_string())),
         };
 
         assert_eq!(error.code(), ErrorCode::Internal);

@@ -6,9 +6,11 @@
 //! last container removes it even when another one created it.
 
 mod block_io;
+mod cpu;
 mod device_filter;
 mod freezer;
 mod layout;
+mod memory;
 mod network;
 mod path;
 mod resctrl;
@@ -27,6 +29,7 @@ use slog::{debug, Logger};
 
 use crate::error::Error;
 use layout::Hierarchy;
+use resources::ApplyMode;
 
 pub(crate) use path::relative_path;
 pub(crate) use resctrl::check_intel_rdt;
@@ -69,7 +72,7 @@ impl Cgroup {
         cgroup.shared_ancestors = shared_ancestors(&cgroup.hierarchies, relative, shared_parent);
         if let Err(error) = cgroup
             .create_directories(relative)
-            .and_then(|()| cgroup.apply(resources, logger))
+            .and_then(|()| cgroup.apply(resources, ApplyMode::Create, logger))
         {
             // The creation error is the one to report. A leftover directory is empty and
             // logged, and a later remove of the same path retries it.
@@ -119,7 +122,7 @@ impl Cgroup {
 
     /// Applies `resources` to the existing directories, for a live update.
     pub(crate) fn update(&self, resources: &LinuxResources, logger: &Logger) -> Result<(), Error> {
-        self.apply(Some(resources), logger)
+        self.apply(Some(resources), ApplyMode::Update, logger)
     }
 
     /// Returns the container's directory in each hierarchy.
@@ -184,7 +187,12 @@ impl Cgroup {
             .zip(self.paths.iter().map(PathBuf::as_path))
     }
 
-    fn apply(&self, resources: Option<&LinuxResources>, logger: &Logger) -> Result<(), Error> {
+    fn apply(
+        &self,
+        resources: Option<&LinuxResources>,
+        mode: ApplyMode,
+        logger: &Logger,
+    ) -> Result<(), Error> {
         let Some(resources) = resources else {
             return Ok(());
         };
@@ -193,7 +201,7 @@ impl Cgroup {
             .iter()
             .zip(self.paths.iter().map(PathBuf::as_path))
             .collect();
-        resources::apply(&targets, resources, logger)
+        resources::apply(&targets, resources, mode, logger)
     }
 }
 

@@ -8,15 +8,12 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use oci_spec::runtime::{
-    LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
-};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use slog::{warn, Logger};
 
-use super::block_io;
 use super::device_filter::{self, DeviceRule};
 use super::layout::Hierarchy;
-use super::{network, unified};
+use super::{block_io, cpu, memory, network, unified};
 use crate::error::Error;
 
 /// Device rules added after the spec's own rules. They let a spec that starts with "deny
@@ -36,11 +33,13 @@ const DEFAULT_DEVICE_RULES: &[&str] = &[
     "c 136:* rwm",
 ];
 
-/// Conversion of cpu.shares (2 to 262144) to cpu.weight (1 to 10000), mapping the two
-/// ranges linearly onto each other.
-fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
+/// The point at which limits are applied, which `memory.checkBeforeUpdate` depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApplyMode {
+    /// A new cgroup, before any process joins it.
+    Create,
+    /// A live update of a cgroup whose processes run.
+    Update,
 }
 
 /// Applies every supported limit of `resources` to the container's `targets`, one per
@@ -48,10 +47,11 @@ fn shares_to_weight(shares: u64) -> u64 {
 pub(super) fn apply(
     targets: &[(&Hierarchy, &Path)],
     resources: &LinuxResources,
+    mode: ApplyMode,
     logger: &Logger,
 ) -> Result<(), Error> {
     if let Some(memory) = resources.memory() {
-        apply_memory(targets, memory)?;
+        memory::apply_memory(targets, memory, mode)?;
     }
     if let Some(pids) = resources.pids() {
         let value = if pids.limit() > 0 {
@@ -63,7 +63,7 @@ pub(super) fn apply(
         write_controller_file(hierarchy, directory, "pids", "pids.max", &value)?;
     }
     if let Some(cpu) = resources.cpu() {
-        apply_cpu(targets, cpu)?;
+        cpu::apply_cpu(targets, cpu)?;
     }
     if let Some(rules) = resources
         .devices()
@@ -90,258 +90,12 @@ pub(super) fn apply(
     Ok(())
 }
 
-fn apply_memory(targets: &[(&Hierarchy, &Path)], memory: &LinuxMemory) -> Result<(), Error> {
-    let (hierarchy, directory) = find(targets, "memory")?;
-
-    if hierarchy.unified {
-        apply_memory_limits_v2(hierarchy, directory, memory)?;
-    } else {
-        apply_memory_limits_v1(directory, memory)?;
-    }
-    if let Some(reservation) = memory.reservation() {
-        let value = memory_value("memory.reservation", reservation, hierarchy.unified)?;
-        let file = if hierarchy.unified {
-            "memory.low"
-        } else {
-            "memory.soft_limit_in_bytes"
-        };
-        write_controller_file(hierarchy, directory, "memory", file, &value)?;
-    }
-
-    if let Some(swappiness) = memory.swappiness() {
-        if hierarchy.unified {
-            return Err(unsupported_on_v2("memory.swappiness", swappiness));
-        }
-        if swappiness > 100 {
-            return Err(Error::CgroupValue {
-                key: "memory.swappiness",
-                value: swappiness.to_string(),
-                reason: "must be between 0 and 100".to_owned(),
-            });
-        }
-        write_file(
-            &directory.join("memory.swappiness"),
-            &swappiness.to_string(),
-        )?;
-    }
-    if memory.disable_oom_killer() == Some(true) {
-        if hierarchy.unified {
-            return Err(unsupported_on_v2("memory.disableOOMKiller", true));
-        }
-        write_file(&directory.join("memory.oom_control"), "1")?;
-    }
-    // NOTE: kernel memory limits are deprecated in the runtime spec and not applied.
-    Ok(())
-}
-
-fn unsupported_on_v2(key: &'static str, value: impl ToString) -> Error {
+pub(super) fn unsupported_on_v2(key: &'static str, value: impl ToString) -> Error {
     Error::CgroupValue {
         key,
         value: value.to_string(),
         reason: "cgroup v2 has no such setting".to_owned(),
     }
-}
-
-/// Writes the memory limit and the memory plus swap limit of a v1 cgroup. The kernel
-/// keeps the swap limit at least as high as the memory limit at every step, so a rising
-/// limit goes after the swap limit and a falling one before it.
-fn apply_memory_limits_v1(directory: &Path, memory: &LinuxMemory) -> Result<(), Error> {
-    let limit = memory
-        .limit()
-        .map(|limit| memory_value("memory.limit", limit, false))
-        .transpose()?;
-    let swap = memory
-        .swap()
-        .map(|swap| memory_value("memory.swap", swap, false))
-        .transpose()?;
-    let limit_file = directory.join("memory.limit_in_bytes");
-    let swap_file = directory.join("memory.memsw.limit_in_bytes");
-
-    match (limit, swap) {
-        (Some(limit), Some(swap)) => {
-            if write_file(&limit_file, &limit).is_ok() {
-                write_file(&swap_file, &swap)
-            } else {
-                write_file(&swap_file, &swap)?;
-                write_file(&limit_file, &limit)
-            }
-        }
-        (Some(limit), None) => write_file(&limit_file, &limit),
-        (None, Some(swap)) => write_file(&swap_file, &swap),
-        (None, None) => Ok(()),
-    }
-}
-
-/// Writes `memory.max` and `memory.swap.max`. The spec's swap is memory plus swap, and v2
-/// limits swap alone, so the difference is written.
-fn apply_memory_limits_v2(
-    hierarchy: &Hierarchy,
-    directory: &Path,
-    memory: &LinuxMemory,
-) -> Result<(), Error> {
-    if let Some(limit) = memory.limit() {
-        let value = memory_value("memory.limit", limit, true)?;
-        write_controller_file(hierarchy, directory, "memory", "memory.max", &value)?;
-    }
-    let Some(swap) = memory.swap() else {
-        return Ok(());
-    };
-    let value = match (swap, memory.limit()) {
-        (-1, _) => "max".to_owned(),
-        (swap, Some(limit)) if limit >= 0 && swap >= limit => (swap - limit).to_string(),
-        (swap, Some(-1)) | (swap, None) if swap >= 0 => {
-            return Err(Error::CgroupValue {
-                key: "memory.swap",
-                value: swap.to_string(),
-                reason: "needs memory.limit on cgroup v2, where swap is limited apart".to_owned(),
-            })
-        }
-        (swap, _) => {
-            return Err(Error::CgroupValue {
-                key: "memory.swap",
-                value: swap.to_string(),
-                reason: "must be -1 or at least memory.limit".to_owned(),
-            })
-        }
-    };
-    write_controller_file(hierarchy, directory, "memory", "memory.swap.max", &value)
-}
-
-/// Formats a byte count where -1 means unlimited.
-fn memory_value(key: &'static str, bytes: i64, unified: bool) -> Result<String, Error> {
-    match bytes {
-        -1 if unified => Ok("max".to_owned()),
-        -1 => Ok("-1".to_owned()),
-        bytes if bytes >= 0 => Ok(bytes.to_string()),
-        bytes => Err(Error::CgroupValue {
-            key,
-            value: bytes.to_string(),
-            reason: "must be a byte count or -1 for unlimited".to_owned(),
-        }),
-    }
-}
-
-fn apply_cpu(targets: &[(&Hierarchy, &Path)], cpu: &LinuxCpu) -> Result<(), Error> {
-    if cpu.shares().is_some()
-        || cpu.quota().is_some()
-        || cpu.period().is_some()
-        || cpu.realtime_runtime().is_some()
-        || cpu.realtime_period().is_some()
-    {
-        let (hierarchy, directory) = find(targets, "cpu")?;
-        if hierarchy.unified {
-            apply_cpu_v2(hierarchy, directory, cpu)?;
-        } else {
-            apply_cpu_v1(hierarchy, directory, cpu)?;
-        }
-    }
-
-    if cpu.cpus().is_some() || cpu.mems().is_some() {
-        let (hierarchy, directory) = find(targets, "cpuset")?;
-        if let Some(cpus) = cpu.cpus().as_deref().filter(|cpus| !cpus.is_empty()) {
-            write_controller_file(hierarchy, directory, "cpuset", "cpuset.cpus", cpus)?;
-        }
-        if let Some(mems) = cpu.mems().as_deref().filter(|mems| !mems.is_empty()) {
-            write_controller_file(hierarchy, directory, "cpuset", "cpuset.mems", mems)?;
-        }
-    }
-    Ok(())
-}
-
-fn apply_cpu_v1(hierarchy: &Hierarchy, directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
-    if let Some(shares) = cpu.shares() {
-        write_controller_file(
-            hierarchy,
-            directory,
-            "cpu",
-            "cpu.shares",
-            &shares.to_string(),
-        )?;
-    }
-    // The kernel checks a quota against the current period, so the period goes first.
-    if let Some(period) = cpu.period() {
-        write_controller_file(
-            hierarchy,
-            directory,
-            "cpu",
-            "cpu.cfs_period_us",
-            &period.to_string(),
-        )?;
-    }
-    if let Some(quota) = cpu.quota() {
-        write_controller_file(
-            hierarchy,
-            directory,
-            "cpu",
-            "cpu.cfs_quota_us",
-            &quota.to_string(),
-        )?;
-    }
-    apply_realtime_v1(directory, cpu)
-}
-
-/// Writes the real-time bandwidth, which exists only on v1 kernels built with real-time
-/// group scheduling. The kernel checks a runtime against the current period, so the
-/// period goes first, and the parent cgroup must have a runtime of its own to share.
-fn apply_realtime_v1(directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
-    let settings = [
-        (
-            "cpu.realtimePeriod",
-            "cpu.rt_period_us",
-            cpu.realtime_period().map(|period| period.to_string()),
-        ),
-        (
-            "cpu.realtimeRuntime",
-            "cpu.rt_runtime_us",
-            cpu.realtime_runtime().map(|runtime| runtime.to_string()),
-        ),
-    ];
-    for (key, file, value) in settings {
-        let Some(value) = value else {
-            continue;
-        };
-        let path = directory.join(file);
-        if !path.exists() {
-            return Err(Error::Unsupported {
-                field: key,
-                missing: format!(
-                    "the kernel has no real-time group scheduling ({} is missing)",
-                    path.display()
-                ),
-            });
-        }
-        write_file(&path, &value)?;
-    }
-    Ok(())
-}
-
-fn apply_cpu_v2(hierarchy: &Hierarchy, directory: &Path, cpu: &LinuxCpu) -> Result<(), Error> {
-    if let Some(runtime) = cpu.realtime_runtime() {
-        return Err(unsupported_on_v2("cpu.realtimeRuntime", runtime));
-    }
-    if let Some(period) = cpu.realtime_period() {
-        return Err(unsupported_on_v2("cpu.realtimePeriod", period));
-    }
-    if let Some(shares) = cpu.shares() {
-        let weight = shares_to_weight(shares).to_string();
-        write_controller_file(hierarchy, directory, "cpu", "cpu.weight", &weight)?;
-    }
-    if cpu.quota().is_some() || cpu.period().is_some() {
-        let quota = match cpu.quota() {
-            Some(quota) if quota > 0 => quota.to_string(),
-            _ => "max".to_owned(),
-        };
-        // 100000 us is the kernel's default period.
-        let period = cpu.period().unwrap_or(100_000);
-        write_controller_file(
-            hierarchy,
-            directory,
-            "cpu",
-            "cpu.max",
-            &format!("{quota} {period}"),
-        )?;
-    }
-    Ok(())
 }
 
 /// Applies device rules through the v1 devices controller, or on a pure v2 layout
@@ -482,7 +236,8 @@ pub(super) fn write_controller_file(
 /// Writes `value` to `file` as [`write_controller_file`] does, after checking that the
 /// kernel provides the file. A file that is missing because the kernel lacks a feature,
 /// such as `blkio.weight` without an I/O scheduler that has weights, fails with
-/// [`Error::Unsupported`] naming the spec's `field`.
+/// [`Error::Unsupported`] naming the spec's `field`, and so does a write the kernel
+/// rejects with EOPNOTSUPP.
 pub(super) fn write_supported_file(
     hierarchy: &Hierarchy,
     directory: &Path,
@@ -501,7 +256,27 @@ pub(super) fn write_supported_file(
             missing: format!("{} does not exist", path.display()),
         });
     }
-    write_file(&path, value)
+    write_file(&path, value).map_err(|error| unsupported_write(field, error))
+}
+
+/// Turns a write that the kernel rejected with EOPNOTSUPP into [`Error::Unsupported`]
+/// for the spec's `field`. The v2 `io.weight` file does that for a per-device weight
+/// when io.cost is not enabled on the device.
+fn unsupported_write(field: &'static str, error: Error) -> Error {
+    match error {
+        Error::CgroupWrite {
+            path,
+            value,
+            source,
+        } if source.raw_os_error() == Some(libc::EOPNOTSUPP) => Error::Unsupported {
+            field,
+            missing: format!(
+                "the kernel rejected {value:?} in {} as not supported ({source})",
+                path.display()
+            ),
+        },
+        other => other,
+    }
 }
 
 /// Enables `controller` in `cgroup.subtree_control` of every ancestor of `directory`
@@ -568,15 +343,7 @@ pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxDeviceCgroupBuilder};
-
-    #[test]
-    fn shares_map_onto_weight_range() {
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(262_144), 10_000);
-        assert_eq!(shares_to_weight(0), 1);
-    }
+    use oci_spec::runtime::LinuxDeviceCgroupBuilder;
 
     #[test]
     fn deny_all_rule_is_formatted() {
@@ -612,29 +379,29 @@ mod tests {
     }
 
     #[test]
-    fn realtime_without_kernel_support_names_field() {
-        let directory = tempfile::tempdir().unwrap();
-        let hierarchy = Hierarchy {
-            mount_point: directory.path().to_path_buf(),
-            controllers: vec!["cpu".to_owned()],
-            unified: false,
+    fn write_rejected_as_not_supported_is_unsupported() {
+        let rejected = Error::CgroupWrite {
+            path: "/sys/fs/cgroup/c1/io.weight".into(),
+            value: "254:0 100".to_owned(),
+            source: io::Error::from_raw_os_error(libc::EOPNOTSUPP),
         };
-        let cpu = LinuxCpuBuilder::default()
-            .realtime_runtime(10_000i64)
-            .build()
-            .unwrap();
+        let denied = Error::CgroupWrite {
+            path: "/sys/fs/cgroup/c1/io.weight".into(),
+            value: "254:0 100".to_owned(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        };
 
-        let error = apply_cpu(&[(&hierarchy, directory.path())], &cpu).unwrap_err();
+        let error = unsupported_write("linux.resources.blockIO.weightDevice", rejected);
+        let other = unsupported_write("linux.resources.blockIO.weightDevice", denied);
 
         assert!(error.is_unsupported(), "{error}");
-        assert!(error.to_string().contains("cpu.realtimeRuntime"), "{error}");
-        assert!(error.to_string().contains("cpu.rt_runtime_us"), "{error}");
-    }
-
-    #[test]
-    fn negative_memory_other_than_minus_one_is_rejected() {
-        assert_eq!(memory_value("memory.limit", -1, true).unwrap(), "max");
-        assert_eq!(memory_value("memory.limit", -1, false).unwrap(), "-1");
-        assert!(memory_value("memory.limit", -2, false).is_err());
+        let message = error.to_string();
+        assert!(
+            message.starts_with("linux.resources.blockIO.weightDevice "),
+            "{message}"
+        );
+        assert!(message.contains("\"254:0 100\""), "{message}");
+        assert!(message.contains("/sys/fs/cgroup/c1/io.weight"), "{message}");
+        assert!(!other.is_unsupported(), "{other}");
     }
 }

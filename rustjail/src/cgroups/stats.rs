@@ -274,7 +274,7 @@ fn read(path: &Path) -> Result<String, Error> {
     })
 }
 
-fn number(path: &Path) -> Result<u64, Error> {
+pub(super) fn number(path: &Path) -> Result<u64, Error> {
     let text = read(path)?;
     text.trim().parse().map_err(|_| Error::Cgroup {
         operation: "parse a number from",

@@ -87,5 +87,6 @@ fn bind(
 
     let mounted = open_in_root(root, destination, Create::Nothing)
         .map_err(|error| format!("reopen {}: {error}", destination.display()))?;
-    remount_bind(&fd_path(&mounted), flags).map_err(|errno| format!("remount with {flags:?}: {errno}"))
+    remount_bind(&fd_path(&mounted), flags)
+        .map_err(|errno| format!("remount with {flags:?}: {errno}"))
 }

@@ -1,5 +1,6 @@
 //! A process started in a running container: it joins the namespaces of the container's
-//! init, then sets up its attributes as a new container's process does and executes.
+//! init, then sets up its attributes, AppArmor profile and SELinux label included, as a
+//! new container's process does and executes.
 //!
 //! The caller's clone already placed it in the init's pid namespace, and the caller moved
 //! it into the container's cgroup before sending the configuration, so joining the
@@ -12,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::sched::{setns, CloneFlags};
 
-use super::{failed, namespaces, personality, process, terminal, InitError};
+use super::{failed, lsm, namespaces, personality, process, scheduling, terminal, InitError};
 use crate::sync::ExecConfig;
 
 /// Namespaces joined, in order. User comes late: until then the process has the
@@ -31,12 +32,21 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
 
 /// Joins the container and executes `config.process`. Returns only on failure.
 pub(crate) fn run(sync: BorrowedFd<'_>, config: &ExecConfig) -> Result<Infallible, InitError> {
+    // The security modules are looked up in the caller's /sys, which joining the mount
+    // namespace hides. The caller logs the labels left out, see `exec_label_warnings`.
+    let labels = lsm::plan_process(Some(&config.process), lsm::Enabled::detect());
     join_namespaces(config.target_pid)?;
     if config.process.terminal().unwrap_or(false) {
-        terminal::set_up(sync)?;
+        terminal::set_up(sync, config.process.console_size())?;
     }
     personality::apply(config.personality.as_ref())?;
+    scheduling::apply(
+        &config.process,
+        config.memory_policy.as_ref(),
+        scheduling::Target::Exec,
+    )?;
     let prepared = process::prepare(&config.process, config.seccomp.as_ref())?;
+    lsm::set_exec_labels(&labels)?;
 
     Err(process::exec(prepared))
 }

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Process, Spec};
 
 use super::{failed, InitError};
 
@@ -45,8 +45,26 @@ pub(crate) struct Labels {
 
 /// Decides which labels of `spec` apply on a kernel with `enabled` modules.
 pub(crate) fn plan(spec: &Spec, enabled: Enabled) -> Labels {
-    let process = spec.process().as_ref();
-    let non_empty = |value: Option<&String>| value.filter(|text| !text.is_empty()).cloned();
+    let mut labels = plan_process(spec.process().as_ref(), enabled);
+
+    let mount_label = non_empty(
+        spec.linux()
+            .as_ref()
+            .and_then(|linux| linux.mount_label().as_ref()),
+    );
+    labels.mount_label = keep_if(
+        mount_label,
+        enabled.selinux,
+        "linux.mountLabel",
+        "SELinux",
+        &mut labels.warnings,
+    );
+    labels
+}
+
+/// Decides which labels of `process` apply on a kernel with `enabled` modules. A process
+/// started by exec gets these too, but no mount label, because it mounts nothing.
+pub(crate) fn plan_process(process: Option<&Process>, enabled: Enabled) -> Labels {
     let mut labels = Labels::default();
 
     let profile = non_empty(process.and_then(|process| process.apparmor_profile().as_ref()));
@@ -66,20 +84,12 @@ pub(crate) fn plan(spec: &Spec, enabled: Enabled) -> Labels {
         "SELinux",
         &mut labels.warnings,
     );
-
-    let mount_label = non_empty(
-        spec.linux()
-            .as_ref()
-            .and_then(|linux| linux.mount_label().as_ref()),
-    );
-    labels.mount_label = keep_if(
-        mount_label,
-        enabled.selinux,
-        "linux.mountLabel",
-        "SELinux",
-        &mut labels.warnings,
-    );
     labels
+}
+
+/// Treats an empty label as no label.
+fn non_empty(value: Option<&String>) -> Option<String> {
+    value.filter(|text| !text.is_empty()).cloned()
 }
 
 fn keep_if(
@@ -197,6 +207,37 @@ mod tests {
         assert!(labels.selinux_label.is_some());
         assert!(labels.mount_label.is_some());
         assert!(labels.warnings.is_empty());
+    }
+
+    #[test]
+    fn exec_process_labels_follow_modules() {
+        let spec = spec_with_labels();
+        let process = spec.process().as_ref();
+        let enabled = Enabled {
+            apparmor: true,
+            selinux: false,
+        };
+
+        let labels = plan_process(process, enabled);
+
+        assert_eq!(labels.apparmor_profile.as_deref(), Some("berth-default"));
+        assert_eq!(labels.selinux_label, None);
+        assert_eq!(labels.mount_label, None);
+        assert_eq!(labels.warnings.len(), 1, "{:?}", labels.warnings);
+        assert!(labels.warnings[0].contains("process.selinuxLabel"));
+    }
+
+    #[test]
+    fn empty_profile_is_no_profile() {
+        let process = ProcessBuilder::default()
+            .apparmor_profile("")
+            .build()
+            .unwrap();
+
+        let labels = plan_process(Some(&process), Enabled::default());
+
+        assert_eq!(labels.apparmor_profile, None);
+        assert!(labels.warnings.is_empty(), "{:?}", labels.warnings);
     }
 
     #[test]

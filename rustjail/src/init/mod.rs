@@ -10,7 +10,9 @@ mod capabilities;
 mod cgroup_mount;
 mod devices;
 mod exec;
+pub(crate) mod idmap;
 mod lsm;
+mod memory_policy;
 mod mount_options;
 mod mounts;
 mod namespaces;
@@ -18,6 +20,7 @@ mod personality;
 mod process;
 mod resolve;
 mod rootfs;
+mod scheduling;
 mod seccomp;
 mod sysctl;
 mod terminal;
@@ -67,6 +70,13 @@ pub(crate) fn failed<E: Display>(step: impl Display) -> impl FnOnce(E) -> InitEr
     move |cause| InitError::system(format!("{step}: {cause}"))
 }
 
+/// Returns the sync socket, for steps that report to the caller without being handed it.
+pub(crate) fn sync_socket() -> BorrowedFd<'static> {
+    // SAFETY: `init_main` owns fd 3, the sync socket, from its start until the process
+    // exits or executes the user process, and every caller runs within that time.
+    unsafe { BorrowedFd::borrow_raw(SYNC_FD) }
+}
+
 /// Runs the hooks of `point` from the init, with `state` changed to `status`.
 pub(crate) fn run_hooks(
     point: crate::hooks::HookPoint,
@@ -82,9 +92,18 @@ pub(crate) fn run_hooks(
         .map_err(|error| InitError::system(error.to_string()))
 }
 
+pub(crate) use scheduling::{check_exec_cpu_affinity, set_initial_cpu_affinity};
+
 /// Checks `process.cwd` as the init will, so the caller can reject it before cloning.
 pub(crate) fn check_cwd(cwd: &std::path::Path) -> Result<(), String> {
     process::check_cwd(cwd).map_err(|error| error.message)
+}
+
+/// Returns a warning for each label of an exec'd `process` that the init leaves out,
+/// because the kernel lacks its security module. The exec'd process sends no ready
+/// message to carry them, so the caller works them out from the same `/sys`.
+pub(crate) fn exec_label_warnings(process: &oci_spec::runtime::Process) -> Vec<String> {
+    lsm::plan_process(Some(process), lsm::Enabled::detect()).warnings
 }
 
 /// Runs the container init: reads the configuration from fd 3, sets up the container
@@ -159,6 +178,7 @@ fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible
         .as_ref()
         .and_then(|linux| linux.seccomp().as_ref());
 
+    idmap::receive_trees(sync, config.idmapped_trees)?;
     // Joining a mount namespace by path can hide the caller's /sys, so the security
     // modules are looked up first.
     let labels = lsm::plan(spec, lsm::Enabled::detect());
@@ -167,9 +187,18 @@ fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible
     process::set_host_names(spec)?;
     rootfs::set_up(spec, config, labels.mount_label.as_deref())?;
     if process.terminal().unwrap_or(false) {
-        terminal::set_up(sync)?;
+        terminal::set_up(sync, process.console_size())?;
     }
-    personality::apply(spec.linux().as_ref().and_then(|linux| linux.personality().as_ref()))?;
+    personality::apply(
+        spec.linux()
+            .as_ref()
+            .and_then(|linux| linux.personality().as_ref()),
+    )?;
+    let memory_policy = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.memory_policy().as_ref());
+    scheduling::apply(process, memory_policy, scheduling::Target::ContainerInit)?;
     let prepared = process::prepare(process, seccomp)?;
 
     let ready = FromInit::Ready {

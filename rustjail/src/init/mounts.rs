@@ -1,8 +1,9 @@
 //! The spec's mounts, made inside the container's root before `pivot_root`.
 //!
 //! Every destination is resolved inside the root (see `resolve`), and the mount goes onto
-//! the resolved descriptor through `/proc/self/fd/N`, so a symbolic link in the image
-//! cannot move it elsewhere.
+//! the resolved descriptor through `/proc/self/fd/N`, or with `move_mount` for an
+//! ID-mapped mount (see `idmap`), so a symbolic link in the image cannot move it
+//! elsewhere.
 
 use std::fs;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -13,7 +14,7 @@ use oci_spec::runtime::Mount;
 
 use super::mount_options::{self, MountOptions};
 use super::resolve::{open_in_root, Create};
-use super::{cgroup_mount, lsm};
+use super::{cgroup_mount, idmap, lsm};
 use super::{failed, InitError};
 
 /// File system types whose files have labels of their own, so they take no SELinux
@@ -58,7 +59,10 @@ pub(crate) fn mount_entry(
     let target = open_in_root(root, destination, create)
         .map_err(failed(format_args!("{}: resolve destination", step())))?;
 
-    if is_bind {
+    if idmap::is_idmapped(entry) {
+        idmap::attach_next(&target).map_err(failed(step()))?;
+        apply_bind_flags(root, entry, &options).map_err(failed(step()))?;
+    } else if is_bind {
         bind_mount(root, entry, &options, &target).map_err(failed(step()))?;
     } else {
         let source = entry
@@ -122,6 +126,15 @@ fn bind_mount(
     )
     .map_err(|errno| errno.to_string())?;
 
+    apply_bind_flags(root, entry, options)
+}
+
+/// Remounts the bind mount at the destination of `entry` with the flags of `options`.
+fn apply_bind_flags(
+    root: BorrowedFd<'_>,
+    entry: &Mount,
+    options: &MountOptions,
+) -> Result<(), String> {
     if options.flags.is_empty() {
         return Ok(());
     }

@@ -8,7 +8,6 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use libseccomp::ScmpFilterContext;
 use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{access, chdir, execve, setgroups, setresgid, setresuid, AccessFlags, Gid, Uid};
@@ -34,7 +33,7 @@ pub(crate) struct Prepared {
     umask: u32,
     capabilities: CapabilitySets,
     no_new_privileges: bool,
-    seccomp: Option<ScmpFilterContext>,
+    seccomp: Option<seccomp::Filter>,
 }
 
 /// Sets the OOM score, rlimits, user and working directory, then finds the executable

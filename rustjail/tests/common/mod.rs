@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cgroup;
+
 use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -21,7 +23,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "hostname", "ls", "true", "false", "sleep", "mount", "grep", "pwd",
     "touch", "stat", "wc", "env", "readlink", "stty", "tty", "head", "mkdir", "kill", "tr", "sed",
-    "printf", "cut", "uname",
+    "printf", "cut", "uname", "ip",
 ];
 
 /// Fails the test when not run as root, because every test here needs real mounts,

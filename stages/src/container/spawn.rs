@@ -55,7 +55,7 @@ impl Stage<ContainerContext> for Spawn {
         };
         let container = Container::create(config).map_err(|source| StageError::Container {
             container: ctx.id.clone(),
-            source,
+            source: Box::new(source),
         })?;
 
         let shared = Arc::new(Mutex::new(container));
@@ -80,7 +80,7 @@ impl Undo for DestroyContainer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         container.destroy().map_err(|source| StageError::Destroy {
             container: self.id.clone(),
-            source,
+            source: Box::new(source),
         })
     }
 }
