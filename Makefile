@@ -28,13 +28,19 @@ bench:
 # vhost-device-vsock daemon that serves the guest's vsock as a unix socket.
 VM_DIR ?= build/vm
 VHOST_VSOCK := $(VM_DIR)/cargo/bin/vhost-device-vsock
+# The VM tests compile an AppArmor profile for the guest with Debian's apparmor_parser,
+# unpacked from its package without installing it.
+APPARMOR_PARSER := $(VM_DIR)/apparmor/apparmor_parser
 
 .PHONY: image vm-demo vm-tools
 
 $(VHOST_VSOCK):
 	$(CARGO) install --locked vhost-device-vsock --version 0.3.0 --root $(VM_DIR)/cargo
 
-vm-tools: $(VHOST_VSOCK)
+$(APPARMOR_PARSER):
+	vm/fetch-apparmor.sh $(VM_DIR)/apparmor
+
+vm-tools: $(VHOST_VSOCK) $(APPARMOR_PARSER)
 
 image:
 	$(CARGO) build --release -p berth-agent

@@ -6,12 +6,15 @@
 #   - agent/tests/vm.rs passes: a `blk` storage from a disk at a fixed PCI slot, and a
 #     disk hot-plugged through QMP that the pci-rescan and devices stages find;
 #   - agent/tests/vm_cgroups.rs passes: cgroup v2 cpu, memory, pids and io limits, the
-#     OOM event from memory.events and the eBPF device filter, seen from containers.
+#     OOM event from memory.events and the eBPF device filter, seen from containers;
+#   - agent/tests/vm_apparmor.rs passes: an AppArmor profile compiled on the host, loaded
+#     into the guest kernel from a container, confines a container and an exec'd process.
 #
 # Usage: ci/vm-test.sh [BIN_DIR]   (from the repository root; default target/debug)
 #
 # The tests need QEMU (qemu-system-x86_64), python3, mkfs.ext4, the kernel that
-# vm/fetch-kernel.sh unpacks into build/vm/kernel, and vhost-device-vsock (`make
+# vm/fetch-kernel.sh unpacks into build/vm/kernel, vhost-device-vsock and the
+# apparmor_parser that vm/fetch-apparmor.sh unpacks into build/vm/apparmor (both by `make
 # vm-tools`). When one is missing this script prints SKIP with the reason and exits 0,
 # unless BERTH_VM_TESTS=1, which turns a missing prerequisite into a failure, so that
 # CI cannot pass without running them. BERTH_VM_TESTS=0 skips them on purpose.
@@ -59,6 +62,14 @@ if [[ ! -x $vhost ]]; then
     skip "vhost-device-vsock not found on PATH or at $vhost (make vm-tools builds it)"
 fi
 export VHOST_DEVICE_VSOCK=$vhost
+apparmor_dir=$vm_dir/apparmor
+if [[ ! -x $apparmor_dir/apparmor_parser || ! -s $apparmor_dir/features ]]; then
+    skip "no apparmor_parser in $apparmor_dir (vm/fetch-apparmor.sh $apparmor_dir unpacks it)"
+fi
+if ! "$apparmor_dir/apparmor_parser" --config-file /dev/null --version >/dev/null 2>&1; then
+    skip "$apparmor_dir/apparmor_parser does not run on this host (vm/fetch-apparmor.sh checks why)"
+fi
+export BERTH_APPARMOR_DIR=$apparmor_dir
 for binary in berth berth-agent; do
     if [[ ! -x $bin_dir/$binary ]]; then
         echo "$prog: $bin_dir/$binary not found; build the workspace first" >&2
@@ -96,7 +107,7 @@ rm -f "$output"
 
 # --- Rust tests with devices ---------------------------------------------------------
 
-for test in vm vm_cgroups; do
+for test in vm vm_cgroups vm_apparmor; do
     echo "$prog: cargo test -p berth-agent --test $test -- --ignored"
     if BERTH_VM_IMAGE=$image "$cargo" test -p berth-agent --test "$test" -- --ignored --test-threads 1; then
         echo "ok   agent/tests/$test.rs"

@@ -79,6 +79,12 @@ async fn cgroup_v2_limits_apply_in_guest() {
         .await;
         run_check(
             &mut failed,
+            "io_weight_device_without_io_cost",
+            io_weight_device_without_io_cost(client.clone(), number.clone()),
+        )
+        .await;
+        run_check(
+            &mut failed,
             "device_filter_denies_and_allows",
             device_filter_denies_and_allows(client.clone(), number, token),
         )
@@ -309,6 +315,60 @@ async fn io_weight_and_max(client: AgentServiceClient, number: String) {
             2 << 20
         )
     );
+}
+
+/// Checks that a per-device `blockIO.weightDevice` for the disk `number`, which the
+/// kernel's `io.weight` rejects with EOPNOTSUPP unless io.cost is enabled on the disk,
+/// makes CreateContainer return UNIMPLEMENTED naming the field and the value. Where
+/// io.cost is enabled, the weight must show in `io.weight` instead.
+async fn io_weight_device_without_io_cost(client: AgentServiceClient, number: String) {
+    let (major, minor) = split_number(&number);
+    let request = print_cgroup_files(
+        "cgroup-v2-io-weight-device",
+        &["io.weight"],
+        serde_json::json!({ "BlockIO": {
+            "WeightDevice": [{ "Major": major, "Minor": minor, "Weight": 500 }],
+        } }),
+    );
+
+    let created = client.create_container(context(), &request).await;
+
+    let status = match created {
+        Err(ttrpc::Error::RpcStatus(status)) => status,
+        Ok(_) => {
+            let (status, output) = finish_started(&client, "cgroup-v2-io-weight-device").await;
+            assert_eq!(status, 0, "container output: {output}");
+            assert!(
+                output.contains(&format!("{number} 4950")),
+                "output: {output}"
+            );
+            return;
+        }
+        Err(error) => panic!("CreateContainer: {error}"),
+    };
+    let message = status.message();
+    assert_eq!(status.code(), ttrpc::Code::UNIMPLEMENTED, "{message}");
+    assert!(
+        message.contains("linux.resources.blockIO.weightDevice"),
+        "{message}"
+    );
+    assert!(message.contains(&format!("\"{number} 4950\"")), "{message}");
+}
+
+/// Starts the created container `id`, then waits for it and removes it, returning its
+/// exit status and output.
+async fn finish_started(client: &AgentServiceClient, id: &str) -> (i32, String) {
+    client
+        .start_container(
+            context(),
+            &protocols::agent::StartContainerRequest {
+                container_id: id.to_string(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("StartContainer {id}: {error}"));
+    finish_container(client, id).await
 }
 
 /// Checks the eBPF device filter with a deny-all rule and a rule that allows reading the

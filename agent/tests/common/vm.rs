@@ -182,11 +182,16 @@ pub fn ext4_image(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
     for (file, text) in files {
         std::fs::write(content.join(file), text).expect("write image file");
     }
+    ext4_image_of_dir(dir, name, &content)
+}
 
+/// Makes an ext4 image file of 16 MiB whose root directory is a copy of `content`, for
+/// files that are not text.
+pub fn ext4_image_of_dir(dir: &Path, name: &str, content: &Path) -> PathBuf {
     let image = dir.join(format!("{name}.img"));
     let output = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
-        .arg(&content)
+        .arg(content)
         .arg(&image)
         .arg("16M")
         .output()
