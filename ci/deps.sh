@@ -6,7 +6,7 @@ set -euo pipefail
 
 # gcc and libc6-dev: rustc links through the system C compiler.
 # busybox-static: the tests and the demo build their container root filesystem from it.
-# iproute2: `ip`, to look into the network namespaces the agent creates when debugging.
+# iproute2: `ip`, with which the netDevices tests make veth pairs in namespaces of their own.
 # libseccomp-dev and pkg-config: rustjail links libseccomp to load seccomp profiles.
 # e2fsprogs and util-linux: storage tests make ext4 images on loop devices they create.
 # qemu-system-x86, xz-utils, binutils, cpio and python3: the VM tests boot the agent as
