@@ -155,7 +155,7 @@ pub(crate) fn write_maps(
 }
 
 /// Writes `text` to `path` in a single write(2), as the map files require.
-fn write_once(path: &str, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_once(path: &str, text: &str) -> std::io::Result<()> {
     let mut file = OpenOptions::new().write(true).open(path)?;
     let written = file.write(text.as_bytes())?;
     if written != text.len() {
@@ -167,18 +167,30 @@ fn write_once(path: &str, text: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Checks `mappings` and formats them as lines of a map file.
+/// Checks `mappings` of a new user namespace, which must map ID 0 of the container, and
+/// formats them as lines of a map file.
 fn map_text(field: &str, mappings: &[LinuxIdMapping]) -> Result<String, Error> {
-    if mappings.is_empty() {
+    let text = map_lines(field, mappings).map_err(Error::InvalidSpec)?;
+    if !mappings.iter().any(|mapping| mapping.container_id() == 0) {
         return Err(Error::InvalidSpec(format!(
-            "{field} is empty, but the spec creates a user namespace"
+            "{field} does not map ID 0 of the container, which the init needs to set it up"
         )));
     }
+    Ok(text)
+}
+
+/// Checks `mappings` as the kernel will (1 to 340 ranges, none empty, none past the
+/// last ID, none overlapping) and formats them as lines of a map file. The error names
+/// `field` and the entry.
+pub(crate) fn map_lines(field: &str, mappings: &[LinuxIdMapping]) -> Result<String, String> {
+    if mappings.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
     if mappings.len() > MAX_MAP_LINES {
-        return Err(Error::InvalidSpec(format!(
+        return Err(format!(
             "{field} has {} entries; the kernel takes at most {MAX_MAP_LINES}",
             mappings.len()
-        )));
+        ));
     }
 
     let ranges: Vec<(u64, u64, u64)> = mappings
@@ -193,15 +205,15 @@ fn map_text(field: &str, mappings: &[LinuxIdMapping]) -> Result<String, Error> {
         .collect();
     for (index, &(container, host, size)) in ranges.iter().enumerate() {
         if size == 0 {
-            return Err(Error::InvalidSpec(format!(
+            return Err(format!(
                 "{field}[{index}] (containerID {container}, hostID {host}) has size 0"
-            )));
+            ));
         }
         if container + size > 1 << 32 || host + size > 1 << 32 {
-            return Err(Error::InvalidSpec(format!(
+            return Err(format!(
                 "{field}[{index}] (containerID {container}, hostID {host}, size {size}) \
                  runs past ID 4294967295"
-            )));
+            ));
         }
         let overlapping = ranges[..index]
             .iter()
@@ -210,15 +222,8 @@ fn map_text(field: &str, mappings: &[LinuxIdMapping]) -> Result<String, Error> {
                     || overlaps(host, size, other_host, other_size)
             });
         if let Some(other) = overlapping {
-            return Err(Error::InvalidSpec(format!(
-                "{field}[{index}] overlaps {field}[{other}]"
-            )));
+            return Err(format!("{field}[{index}] overlaps {field}[{other}]"));
         }
-    }
-    if !ranges.iter().any(|&(container, _, _)| container == 0) {
-        return Err(Error::InvalidSpec(format!(
-            "{field} does not map ID 0 of the container, which the init needs to set it up"
-        )));
     }
 
     Ok(ranges

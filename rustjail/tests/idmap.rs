@@ -8,29 +8,16 @@ use std::fs;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use common::user_namespace::{id_mapping, map_bundle, HOST_BASE};
 use common::{config, require_root, run, writable_root, Bundle, Guard};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{
-    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
-    MountBuilder, Spec,
+    LinuxIdMapping, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, Spec,
 };
 use rustjail::{Container, Error};
 
 /// The ID that the kernel shows for an owner a mapping does not cover.
 const OVERFLOW_ID: u32 = 65534;
-
-/// First host ID of the user namespace range of the container tests that have one.
-const HOST_BASE: u32 = 200_000;
-const RANGE: u32 = 65_536;
-
-fn mapping(container: u32, host: u32, size: u32) -> LinuxIdMapping {
-    LinuxIdMappingBuilder::default()
-        .container_id(container)
-        .host_id(host)
-        .size(size)
-        .build()
-        .unwrap()
-}
 
 /// Builds a bind mount of `source` at `destination` with `options` and, when given, the
 /// uid and gid mappings.
@@ -75,34 +62,11 @@ fn as_user(mut spec: Spec, uid: u32, gid: u32) -> Spec {
     spec
 }
 
-/// Gives `spec` a new user namespace mapping container IDs 0..RANGE onto host IDs
-/// HOST_BASE..HOST_BASE+RANGE, and hands the rootfs to the mapped root.
-fn with_user_namespace(mut spec: Spec, bundle: &Bundle) -> Spec {
-    let mut linux = spec.linux().clone().unwrap();
-    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    namespaces.push(
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::User)
-            .build()
-            .unwrap(),
-    );
-    linux.set_namespaces(Some(namespaces));
-    linux.set_uid_mappings(Some(vec![mapping(0, HOST_BASE, RANGE)]));
-    linux.set_gid_mappings(Some(vec![mapping(0, HOST_BASE, RANGE)]));
-    spec.set_linux(Some(linux));
-
-    fs::set_permissions(bundle.directory.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    chown_tree(&bundle.rootfs(), HOST_BASE);
-    spec
-}
-
-fn chown_tree(path: &Path, id: u32) {
-    std::os::unix::fs::lchown(path, Some(id), Some(id)).unwrap();
-    if fs::symlink_metadata(path).unwrap().is_dir() {
-        for entry in fs::read_dir(path).unwrap() {
-            chown_tree(&entry.unwrap().path(), id);
-        }
-    }
+/// Gives `spec` a new user namespace with the test range, and hands the rootfs to the
+/// mapped root.
+fn with_user_namespace(spec: Spec, bundle: &Bundle) -> Spec {
+    map_bundle(bundle);
+    common::user_namespace::with_user_namespace(spec)
 }
 
 /// A file system of type `kind` mounted on a directory, unmounted on drop.
@@ -155,7 +119,7 @@ fn mapping_shows_disk_owner_as_host_id() {
     let owned_by_1000 = source.path().join("owned-by-1000");
     fs::write(&owned_by_1000, "").unwrap();
     chown(&owned_by_1000, Some(1000), Some(1000)).unwrap();
-    let mappings = || Some((vec![mapping(0, 1000, 1)], vec![mapping(0, 2000, 1)]));
+    let mappings = || Some((vec![id_mapping(0, 1000, 1)], vec![id_mapping(0, 2000, 1)]));
     let spec = with_mounts(
         bundle.spec(&[
             "sh",
@@ -222,7 +186,7 @@ fn file_created_through_mapping_has_disk_owner() {
                 "/data",
                 source.path(),
                 &["bind"],
-                Some((vec![mapping(0, 1000, 1)], vec![mapping(0, 2000, 1)])),
+                Some((vec![id_mapping(0, 1000, 1)], vec![id_mapping(0, 2000, 1)])),
             )],
         ),
         1000,
@@ -248,7 +212,7 @@ fn ridmap_maps_submounts_and_idmap_does_not() {
     let source = tempfile::tempdir().unwrap();
     // tmpfs supports ID-mapped mounts since Linux 6.3.
     let _inner = MountedDirectory::mount_on(source.path().join("inner"), "tmpfs");
-    let mappings = || Some((vec![mapping(0, 1000, 1)], vec![mapping(0, 1000, 1)]));
+    let mappings = || Some((vec![id_mapping(0, 1000, 1)], vec![id_mapping(0, 1000, 1)]));
     let spec = with_mounts(
         bundle.spec(&["stat", "-c", "%u", "/top-only/inner", "/recursive/inner"]),
         vec![
@@ -296,8 +260,8 @@ fn idmap_option_takes_user_namespace_mappings() {
                 source.path(),
                 &["bind"],
                 Some((
-                    vec![mapping(0, HOST_BASE + 1000, 1)],
-                    vec![mapping(0, HOST_BASE + 1000, 1)],
+                    vec![id_mapping(0, HOST_BASE + 1000, 1)],
+                    vec![id_mapping(0, HOST_BASE + 1000, 1)],
                 )),
             ),
         ],
@@ -333,8 +297,8 @@ fn mappings_on_non_bind_mount_are_rejected() {
         .destination("/scratch")
         .typ("tmpfs")
         .source("tmpfs")
-        .uid_mappings(vec![mapping(0, 1000, 1)])
-        .gid_mappings(vec![mapping(0, 1000, 1)])
+        .uid_mappings(vec![id_mapping(0, 1000, 1)])
+        .gid_mappings(vec![id_mapping(0, 1000, 1)])
         .build()
         .unwrap();
     let spec = with_mounts(bundle.spec(&["true"]), vec![tmpfs]);
@@ -355,7 +319,7 @@ fn uid_mappings_alone_are_rejected() {
     let bundle = Bundle::new();
     let source = tempfile::tempdir().unwrap();
     let mut only_uid = bind("/data", source.path(), &["bind"], None);
-    only_uid.set_uid_mappings(Some(vec![mapping(0, 1000, 1)]));
+    only_uid.set_uid_mappings(Some(vec![id_mapping(0, 1000, 1)]));
     let spec = with_mounts(bundle.spec(&["true"]), vec![only_uid]);
 
     let error = Container::create(config("idmap-uid-only", spec))
@@ -379,7 +343,7 @@ fn filesystem_without_idmap_support_is_unsupported() {
             "/data",
             &ramfs.path,
             &["bind"],
-            Some((vec![mapping(0, 1000, 1)], vec![mapping(0, 1000, 1)])),
+            Some((vec![id_mapping(0, 1000, 1)], vec![id_mapping(0, 1000, 1)])),
         )],
     );
 
@@ -409,7 +373,7 @@ fn missing_source_names_mount_and_source() {
             "/data",
             &missing,
             &["bind"],
-            Some((vec![mapping(0, 1000, 1)], vec![mapping(0, 1000, 1)])),
+            Some((vec![id_mapping(0, 1000, 1)], vec![id_mapping(0, 1000, 1)])),
         )],
     );
 

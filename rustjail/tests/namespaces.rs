@@ -4,31 +4,19 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use common::user_namespace::{id_mapping, map_bundle, with_user_namespace, HOST_BASE, RANGE};
 use common::{
     config, init_command, read_all, received, require_root, run, wait_child, writable_root, Bundle,
     Guard,
 };
 use oci_spec::runtime::{
-    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPersonalityBuilder, LinuxPersonalityDomain, LinuxTimeOffset, Process, Spec,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPersonalityBuilder, LinuxPersonalityDomain,
+    LinuxTimeOffset, Process, Spec,
 };
 use rustjail::Container;
-
-/// First host ID of the range the tests map into their containers.
-const HOST_BASE: u32 = 200_000;
-const RANGE: u32 = 65_536;
-
-fn mapping(container: u32, host: u32, size: u32) -> LinuxIdMapping {
-    LinuxIdMappingBuilder::default()
-        .container_id(container)
-        .host_id(host)
-        .size(size)
-        .build()
-        .unwrap()
-}
 
 /// Adds a namespace of `kind`, new or joined at `path`, replacing one of that kind.
 fn set_namespace(spec: &mut Spec, kind: LinuxNamespaceType, path: Option<PathBuf>) {
@@ -42,33 +30,6 @@ fn set_namespace(spec: &mut Spec, kind: LinuxNamespaceType, path: Option<PathBuf
     namespaces.push(builder.build().unwrap());
     linux.set_namespaces(Some(namespaces));
     spec.set_linux(Some(linux));
-}
-
-/// Gives `spec` a new user namespace that maps container IDs 0..RANGE onto host IDs
-/// HOST_BASE..HOST_BASE+RANGE.
-fn with_user_namespace(mut spec: Spec) -> Spec {
-    set_namespace(&mut spec, LinuxNamespaceType::User, None);
-    let mut linux = spec.linux().clone().unwrap();
-    linux.set_uid_mappings(Some(vec![mapping(0, HOST_BASE, RANGE)]));
-    linux.set_gid_mappings(Some(vec![mapping(0, HOST_BASE, RANGE)]));
-    spec.set_linux(Some(linux));
-    spec
-}
-
-/// Makes the bundle usable by the mapped root: the rootfs belongs to it, as an image
-/// unpacked for a user namespace does, and the bundle directory can be searched.
-fn map_bundle(bundle: &Bundle) {
-    fs::set_permissions(bundle.directory.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    chown_tree(&bundle.rootfs(), HOST_BASE);
-}
-
-fn chown_tree(path: &Path, id: u32) {
-    lchown(path, Some(id), Some(id)).unwrap();
-    if fs::symlink_metadata(path).unwrap().is_dir() {
-        for entry in fs::read_dir(path).unwrap() {
-            chown_tree(&entry.unwrap().path(), id);
-        }
-    }
 }
 
 fn process(spec: &Spec, args: &[&str]) -> Process {
@@ -180,11 +141,11 @@ fn bad_id_mappings_are_rejected() {
     let bundle = Bundle::new();
     let mut no_root = with_user_namespace(bundle.spec(&["true"]));
     let mut linux = no_root.linux().clone().unwrap();
-    linux.set_uid_mappings(Some(vec![mapping(1, HOST_BASE, 10)]));
+    linux.set_uid_mappings(Some(vec![id_mapping(1, HOST_BASE, 10)]));
     no_root.set_linux(Some(linux));
     let mut no_namespace = bundle.spec(&["true"]);
     let mut linux = no_namespace.linux().clone().unwrap();
-    linux.set_uid_mappings(Some(vec![mapping(0, HOST_BASE, 10)]));
+    linux.set_uid_mappings(Some(vec![id_mapping(0, HOST_BASE, 10)]));
     no_namespace.set_linux(Some(linux));
 
     for (spec, expected) in [

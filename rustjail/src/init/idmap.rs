@@ -18,8 +18,8 @@
 //! create files there (EOVERFLOW).
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,9 +35,7 @@ use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
 use super::mount_options;
 use super::InitError;
 use crate::error::Error;
-
-/// Maximum number of lines in one map file, the kernel's limit since Linux 4.15.
-const MAX_MAP_LINES: usize = 340;
+use crate::user_namespace::{map_lines, write_once};
 
 /// How long the init waits for the trees that follow its configuration.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,8 +120,8 @@ fn plan_mount(spec: &Spec, entry: &Mount) -> Result<IdMappedMount, Error> {
     let gid_mappings = entry.gid_mappings().clone().unwrap_or_default();
     let mapping = match (uid_mappings.is_empty(), gid_mappings.is_empty()) {
         (false, false) => Mapping::Maps {
-            uid_map: map_text("uidMappings", &uid_mappings).map_err(invalid)?,
-            gid_map: map_text("gidMappings", &gid_mappings).map_err(invalid)?,
+            uid_map: map_lines("uidMappings", &uid_mappings).map_err(invalid)?,
+            gid_map: map_lines("gidMappings", &gid_mappings).map_err(invalid)?,
         },
         (true, true) => container_mapping(spec).map_err(invalid)?,
         (false, true) => return Err(invalid("uidMappings needs gidMappings too".to_owned())),
@@ -164,40 +162,9 @@ fn container_mapping(spec: &Spec) -> Result<Mapping, String> {
         .and_then(|linux| linux.gid_mappings().clone())
         .unwrap_or_default();
     Ok(Mapping::Maps {
-        uid_map: map_text("linux.uidMappings", &uid_mappings)?,
-        gid_map: map_text("linux.gidMappings", &gid_mappings)?,
+        uid_map: map_lines("linux.uidMappings", &uid_mappings)?,
+        gid_map: map_lines("linux.gidMappings", &gid_mappings)?,
     })
-}
-
-/// Formats `mappings` as the lines of a map file. Overlapping ranges are left for the
-/// kernel to reject when the map is written.
-fn map_text(field: &str, mappings: &[LinuxIdMapping]) -> Result<String, String> {
-    if mappings.is_empty() {
-        return Err(format!("{field} is empty"));
-    }
-    if mappings.len() > MAX_MAP_LINES {
-        return Err(format!(
-            "{field} has {} entries; the kernel takes at most {MAX_MAP_LINES}",
-            mappings.len()
-        ));
-    }
-    let mut text = String::new();
-    for (index, mapping) in mappings.iter().enumerate() {
-        let container = u64::from(mapping.container_id());
-        let host = u64::from(mapping.host_id());
-        let size = u64::from(mapping.size());
-        if size == 0 {
-            return Err(format!("{field}[{index}] has size 0"));
-        }
-        if container + size > 1 << 32 || host + size > 1 << 32 {
-            return Err(format!(
-                "{field}[{index}] (containerID {container}, hostID {host}, size {size}) runs \
-                 past ID 4294967295"
-            ));
-        }
-        text.push_str(&format!("{container} {host} {size}\n"));
-    }
-    Ok(text)
 }
 
 /// Clones and ID-maps the source of each planned mount, in order. Runs in the caller,
@@ -349,15 +316,6 @@ fn mapped_user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd, StepEr
     let namespace =
         File::open(&path).map_err(|error| StepError::new(format!("open {path}"), error))?;
     Ok(namespace.into())
-}
-
-/// Writes `text` to the map file `path` in one call, because the kernel accepts only
-/// one write per map file.
-fn write_once(path: &str, text: &str) -> io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)?
-        .write_all(text.as_bytes())
 }
 
 /// A child that does nothing but hold a new user namespace. Dropping it kills and reaps
@@ -600,7 +558,9 @@ mod tests {
         let error = plan(&spec_with(mount, false)).unwrap_err();
 
         assert!(
-            error.to_string().contains("uidMappings[0] has size 0"),
+            error
+                .to_string()
+                .contains("uidMappings[0] (containerID 0, hostID 1000) has size 0"),
             "{error}"
         );
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cgroup;
+pub mod user_namespace;
 
 use std::fs;
 use std::io::Read;
