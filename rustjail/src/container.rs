@@ -21,7 +21,7 @@ use oci_spec::runtime::{
 };
 use slog::{debug, warn, Logger};
 
-use crate::cgroups::{self, Cgroup};
+use crate::cgroups::{self, Cgroup, ResctrlGroup};
 use crate::error::Error;
 use crate::hooks::HookPoint;
 use crate::init::idmap;
@@ -89,6 +89,8 @@ pub struct Container {
     pub(crate) id: String,
     pub(crate) pid: i32,
     pub(crate) cgroup: Cgroup,
+    /// Groups of `linux.intelRdt` in the resctrl filesystem.
+    resctrl: ResctrlGroup,
     sync: Option<OwnedFd>,
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
@@ -183,6 +185,7 @@ impl Container {
             id: config.id.clone(),
             pid,
             cgroup: Cgroup::default(),
+            resctrl: ResctrlGroup::default(),
             sync: Some(caller_fds.sync),
             stdin: Some(caller_fds.stdin),
             stdout: Some(caller_fds.stdout),
@@ -325,11 +328,19 @@ impl Container {
                 }
             }
             debug!(self.logger, "killed init"; "pid" => self.pid);
-            let removed = self.cgroup.remove();
+            let removed = self.remove_groups();
             self.run_hooks_logged(HookPoint::Poststop, ContainerState::Stopped);
             return removed;
         }
-        self.cgroup.remove()
+        self.remove_groups()
+    }
+
+    /// Removes the cgroup and the resctrl groups the container owns, and returns the
+    /// first failure.
+    fn remove_groups(&mut self) -> Result<(), Error> {
+        let cgroup = self.cgroup.remove();
+        let resctrl = self.resctrl.remove();
+        cgroup.and(resctrl)
     }
 
     /// Writes the ID maps of a new user namespace, creates the cgroup, moves the init
@@ -362,6 +373,7 @@ impl Container {
             &self.logger,
         )?;
         self.cgroup.add_process(self.pid)?;
+        self.resctrl = cgroups::join_resctrl(&config.spec, &self.id, self.pid)?;
 
         let Some(sync) = self.sync.as_ref().map(AsFd::as_fd) else {
             return Err(Error::NotRunning(self.id.clone()));
@@ -424,7 +436,7 @@ impl Container {
         debug!(self.logger, "reaped init after failed create"; "pid" => self.pid, "status" => ?status);
 
         self.destroyed = true;
-        if let Err(cleanup_error) = self.cgroup.remove() {
+        if let Err(cleanup_error) = self.remove_groups() {
             debug!(self.logger, "remove cgroup after failed create"; "error" => %cleanup_error);
         }
 

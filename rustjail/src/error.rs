@@ -121,6 +121,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("{operation} resctrl group {path}: {source}")]
+    Resctrl {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("move network device {device} into container {container}: {step}: {source}")]
     NetDevice {
         container: String,

@@ -32,7 +32,7 @@ use layout::Hierarchy;
 use resources::ApplyMode;
 
 pub(crate) use path::relative_path;
-pub(crate) use resctrl::check_intel_rdt;
+pub(crate) use resctrl::{check_intel_rdt, join as join_resctrl, ResctrlGroup};
 pub use stats::{BlkioEntry, CgroupStats, CpuStats, HugetlbStats, MemoryStats, PidsStats};
 
 /// How long [`Cgroup::remove`] retries a directory that is busy because killed processes
