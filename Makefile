@@ -31,6 +31,9 @@ VHOST_VSOCK := $(VM_DIR)/cargo/bin/vhost-device-vsock
 # The VM tests compile an AppArmor profile for the guest with Debian's apparmor_parser,
 # unpacked from its package without installing it.
 APPARMOR_PARSER := $(VM_DIR)/apparmor/apparmor_parser
+# They also compile an SELinux policy written in CIL with Debian's secilc, unpacked with
+# its libsepol2 the same way.
+SECILC := $(VM_DIR)/selinux/secilc
 
 .PHONY: image vm-demo vm-tools
 
@@ -40,7 +43,10 @@ $(VHOST_VSOCK):
 $(APPARMOR_PARSER):
 	vm/fetch-apparmor.sh $(VM_DIR)/apparmor
 
-vm-tools: $(VHOST_VSOCK) $(APPARMOR_PARSER)
+$(SECILC):
+	vm/fetch-selinux.sh $(VM_DIR)/selinux
+
+vm-tools: $(VHOST_VSOCK) $(APPARMOR_PARSER) $(SECILC)
 
 image:
 	$(CARGO) build --release -p berth-agent

@@ -8,15 +8,19 @@
 #   - agent/tests/vm_cgroups.rs passes: cgroup v2 cpu, memory, pids and io limits, the
 #     OOM event from memory.events and the eBPF device filter, seen from containers;
 #   - agent/tests/vm_apparmor.rs passes: an AppArmor profile compiled on the host, loaded
-#     into the guest kernel from a container, confines a container and an exec'd process.
+#     into the guest kernel from a container, confines a container and an exec'd process;
+#   - agent/tests/vm_selinux.rs passes: in a guest booted with SELinux, a CIL policy
+#     compiled on the host and loaded from a container gives a container, an exec'd
+#     process and a container's tmpfs mount the SELinux labels their spec names.
 #
 # Usage: ci/vm-test.sh [BIN_DIR]   (from the repository root; default target/debug)
 #
 # The tests need QEMU (qemu-system-x86_64), python3, mkfs.ext4, the kernel that
-# vm/fetch-kernel.sh unpacks into build/vm/kernel, vhost-device-vsock and the
-# apparmor_parser that vm/fetch-apparmor.sh unpacks into build/vm/apparmor (both by `make
-# vm-tools`). When one is missing this script prints SKIP with the reason and exits 0,
-# unless BERTH_VM_TESTS=1, which turns a missing prerequisite into a failure, so that
+# vm/fetch-kernel.sh unpacks into build/vm/kernel, vhost-device-vsock, the
+# apparmor_parser that vm/fetch-apparmor.sh unpacks into build/vm/apparmor and the secilc
+# that vm/fetch-selinux.sh unpacks into build/vm/selinux (all three by `make vm-tools`).
+# When one is missing this script prints SKIP with the reason and exits 0, unless
+# BERTH_VM_TESTS=1, which turns a missing prerequisite into a failure, so that
 # CI cannot pass without running them. BERTH_VM_TESTS=0 skips them on purpose.
 set -euo pipefail
 
@@ -70,6 +74,16 @@ if ! "$apparmor_dir/apparmor_parser" --config-file /dev/null --version >/dev/nul
     skip "$apparmor_dir/apparmor_parser does not run on this host (vm/fetch-apparmor.sh checks why)"
 fi
 export BERTH_APPARMOR_DIR=$apparmor_dir
+selinux_dir=$vm_dir/selinux
+if [[ ! -x $selinux_dir/secilc ]]; then
+    skip "no secilc in $selinux_dir (vm/fetch-selinux.sh $selinux_dir unpacks it)"
+fi
+# secilc --help exits with status 1 even when it runs, so its usage text is the check.
+secilc_usage=$("$selinux_dir/secilc" --help 2>&1 || true)
+if [[ $secilc_usage != Usage:* ]]; then
+    skip "$selinux_dir/secilc does not run on this host (vm/fetch-selinux.sh checks why)"
+fi
+export BERTH_SELINUX_DIR=$selinux_dir
 for binary in berth berth-agent; do
     if [[ ! -x $bin_dir/$binary ]]; then
         echo "$prog: $bin_dir/$binary not found; build the workspace first" >&2
@@ -107,7 +121,7 @@ rm -f "$output"
 
 # --- Rust tests with devices ---------------------------------------------------------
 
-for test in vm vm_cgroups vm_apparmor; do
+for test in vm vm_cgroups vm_apparmor vm_selinux; do
     echo "$prog: cargo test -p berth-agent --test $test -- --ignored"
     if BERTH_VM_IMAGE=$image "$cargo" test -p berth-agent --test "$test" -- --ignored --test-threads 1; then
         echo "ok   agent/tests/$test.rs"

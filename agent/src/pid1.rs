@@ -6,6 +6,11 @@
 //! console, before anything else reads a path under them. A target that already
 //! has a mount, such as one an `/init` script made, is left alone.
 //!
+//! selinuxfs is mounted at `/sys/fs/selinux`, as an init system does, but only when the
+//! kernel lists it in `/proc/filesystems`, which it does only when SELinux was enabled
+//! at boot. rustjail takes SELinux as enabled when `/sys/fs/selinux/enforce` exists.
+//! That file exists as soon as selinuxfs is mounted, before any policy is loaded.
+//!
 //! The kernel reparents every orphan to PID 1. The reaper already collects every
 //! exited child with `waitpid(-1)`, whoever its original parent was, so an orphan
 //! needs no extra handling here.
@@ -31,19 +36,23 @@ struct KernelMount {
     source: &'static str,
     flags: MountFlags,
     data: &'static CStr,
+    /// Mount only when `/proc/filesystems` lists `fstype`, for a filesystem that the
+    /// kernel registers only when a boot-time feature is enabled.
+    if_registered: bool,
 }
 
 /// Hardening shared by every kernel filesystem: no set-user-ID binaries.
 const NOSUID: MountFlags = MountFlags::NOSUID;
 
 /// Mounted in this order, because each target lies on a filesystem mounted before it.
-const KERNEL_MOUNTS: [KernelMount; 8] = [
+const KERNEL_MOUNTS: [KernelMount; 9] = [
     KernelMount {
         target: "proc",
         fstype: "proc",
         source: "proc",
         flags: NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC),
         data: c"",
+        if_registered: false,
     },
     KernelMount {
         target: "sys",
@@ -51,6 +60,7 @@ const KERNEL_MOUNTS: [KernelMount; 8] = [
         source: "sysfs",
         flags: NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC),
         data: c"",
+        if_registered: false,
     },
     KernelMount {
         target: "dev",
@@ -58,6 +68,7 @@ const KERNEL_MOUNTS: [KernelMount; 8] = [
         source: "devtmpfs",
         flags: NOSUID,
         data: c"mode=0755",
+        if_registered: false,
     },
     KernelMount {
         target: "dev/pts",
@@ -65,6 +76,7 @@ const KERNEL_MOUNTS: [KernelMount; 8] = [
         source: "devpts",
         flags: NOSUID.union(MountFlags::NOEXEC),
         data: c"newinstance,ptmxmode=0666,mode=0620",
+        if_registered: false,
     },
     KernelMount {
         target: "dev/shm",
@@ -72,6 +84,7 @@ const KERNEL_MOUNTS: [KernelMount; 8] = [
         source: "shm",
         flags: NOSUID.union(MountFlags::NODEV),
         data: c"mode=1777",
+        if_registered: false,
     },
     KernelMount {
         target: "run",
@@ -79,6 +92,7 @@ const KERNEL_MOUNTS: [KernelMount; 8] = [
         source: "tmpfs",
         flags: NOSUID.union(MountFlags::NODEV),
         data: c"mode=0755",
+        if_registered: false,
     },
     KernelMount {
         target: "tmp",
@@ -86,6 +100,7 @@ const KERNEL_MOUNTS: [KernelMount; 8] = [
         source: "tmpfs",
         flags: NOSUID.union(MountFlags::NODEV),
         data: c"mode=1777",
+        if_registered: false,
     },
     KernelMount {
         target: "sys/fs/cgroup",
@@ -93,6 +108,16 @@ const KERNEL_MOUNTS: [KernelMount; 8] = [
         source: "cgroup2",
         flags: NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC),
         data: c"",
+        if_registered: false,
+    },
+    // Read-write, because loading a policy writes to it.
+    KernelMount {
+        target: "sys/fs/selinux",
+        fstype: "selinuxfs",
+        source: "selinuxfs",
+        flags: NOSUID.union(MountFlags::NOEXEC),
+        data: c"",
+        if_registered: true,
     },
 ];
 
@@ -122,6 +147,13 @@ pub enum Pid1Error {
         source: std::io::Error,
     },
 
+    #[error("read the kernel's filesystem types from {path}: {source}")]
+    FilesystemTypes {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("route Ctrl-Alt-Del to SIGINT for PID 1: {0}")]
     CtrlAltDel(#[source] rustix::io::Errno),
 
@@ -140,6 +172,9 @@ pub struct Prepared {
     pub mounted: Vec<PathBuf>,
     /// Mount points that already had a mount and were left alone.
     pub present: Vec<PathBuf>,
+    /// Filesystem types that the kernel does not register, such as selinuxfs without
+    /// SELinux, each with the mount point left without it.
+    pub unregistered: Vec<(&'static str, PathBuf)>,
     pub console_attached: bool,
     pub failures: Vec<Pid1Error>,
 }
@@ -159,6 +194,10 @@ impl Prepared {
             "already_mounted" => list(&self.present),
             "console_attached" => self.console_attached);
 
+        for (fstype, path) in &self.unregistered {
+            info!(logger, "kernel filesystem type not registered, mount left out";
+                "fstype" => fstype, "path" => %path.display());
+        }
         for failure in &self.failures {
             error!(logger, "init start-up step failed"; "error" => %failure);
         }
@@ -203,6 +242,9 @@ pub fn prepare(root: &Path) -> Prepared {
 fn mount_kernel_filesystems(root: &Path, prepared: &mut Prepared) {
     let proc_dir = root.join("proc");
     let mut mounted = HashSet::new();
+    // None when /proc/filesystems cannot be read. Every mount is tried then, so that a
+    // missing type shows as a failed mount.
+    let mut registered: Option<HashSet<String>> = None;
 
     for mount in &KERNEL_MOUNTS {
         let path = root.join(mount.target);
@@ -214,8 +256,14 @@ fn mount_kernel_filesystems(root: &Path, prepared: &mut Prepared) {
         } else {
             mounted.contains(&path)
         };
+        let unregistered = mount.if_registered
+            && registered
+                .as_ref()
+                .is_some_and(|types| !types.contains(mount.fstype));
         if present {
             prepared.present.push(path);
+        } else if unregistered {
+            prepared.unregistered.push((mount.fstype, path));
         } else {
             match mount_one(mount, &path) {
                 Ok(()) => prepared.mounted.push(path),
@@ -226,6 +274,10 @@ fn mount_kernel_filesystems(root: &Path, prepared: &mut Prepared) {
         if mount.fstype == "proc" {
             match mount_points(&proc_dir.join("self/mountinfo")) {
                 Ok(points) => mounted = points,
+                Err(failure) => prepared.failures.push(failure),
+            }
+            match filesystem_types(&proc_dir.join("filesystems")) {
+                Ok(types) => registered = Some(types),
                 Err(failure) => prepared.failures.push(failure),
             }
         }
@@ -272,6 +324,26 @@ fn parse_mount_points(mountinfo: &str) -> HashSet<PathBuf> {
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(|field| PathBuf::from(unescape_octal(field)))
+        .collect()
+}
+
+/// Reads the filesystem types that the kernel registers from a `filesystems` file.
+fn filesystem_types(path: &Path) -> Result<HashSet<String>, Pid1Error> {
+    let text = fs::read_to_string(path).map_err(|source| Pid1Error::FilesystemTypes {
+        path: path.to_path_buf(),
+        source,
+    })?;
+
+    Ok(parse_filesystem_types(&text))
+}
+
+/// Returns the last field of each line of `/proc/filesystems`, which is the type name;
+/// a `nodev` field before it marks types that need no block device.
+fn parse_filesystem_types(filesystems: &str) -> HashSet<String> {
+    filesystems
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .map(str::to_string)
         .collect()
 }
 
@@ -371,6 +443,17 @@ mod tests {
     }
 
     #[test]
+    fn filesystem_types_are_last_fields() {
+        let types = parse_filesystem_types("nodev\tsysfs\nnodev\tselinuxfs\n\text4\n\n");
+
+        assert_eq!(types.len(), 3, "{types:?}");
+        assert!(types.contains("sysfs"));
+        assert!(types.contains("selinuxfs"));
+        assert!(types.contains("ext4"));
+        assert!(!types.contains("nodev"));
+    }
+
+    #[test]
     fn octal_escapes_decode() {
         assert_eq!(unescape_octal("/a\\040b\\011c\\134d"), "/a b\tc\\d");
         assert_eq!(unescape_octal("/plain"), "/plain");
@@ -429,19 +512,40 @@ mod tests {
 
     const CHILD_ROOT_VAR: &str = "BERTH_PID1_TEST_ROOT";
 
+    /// Runs `prepare` under `root` and checks that it mounted every filesystem that this
+    /// machine's kernel registers and left out the others, such as selinuxfs on a host
+    /// without SELinux.
     fn run_prepare_in_child(root: &Path) {
+        let registered =
+            filesystem_types(Path::new("/proc/filesystems")).expect("read /proc/filesystems");
+        let (expected, left_out): (Vec<&KernelMount>, Vec<&KernelMount>) = KERNEL_MOUNTS
+            .iter()
+            .partition(|mount| !mount.if_registered || registered.contains(mount.fstype));
+        let left_out: Vec<(&str, PathBuf)> = left_out
+            .iter()
+            .map(|mount| (mount.fstype, root.join(mount.target)))
+            .collect();
+
         let first = prepare(root);
         assert!(first.failures.is_empty(), "{:?}", first.failures);
-        assert_eq!(first.mounted.len(), KERNEL_MOUNTS.len(), "{first:?}");
+        assert_eq!(first.mounted.len(), expected.len(), "{first:?}");
+        assert_eq!(first.unregistered, left_out);
         assert!(!first.console_attached);
 
         let table = fs::read_to_string(root.join("proc/self/mountinfo")).expect("mountinfo");
         let points = parse_mount_points(&table);
-        for mount in &KERNEL_MOUNTS {
+        for mount in &expected {
             assert!(
                 points.contains(&root.join(mount.target)),
                 "{} not mounted",
                 mount.target
+            );
+        }
+        for (fstype, path) in &left_out {
+            assert!(
+                !points.contains(path),
+                "{fstype} mounted at {}",
+                path.display()
             );
         }
         assert!(is_procfs(&root.join("proc")));
@@ -450,6 +554,7 @@ mod tests {
         let second = prepare(root);
         assert!(second.failures.is_empty(), "{:?}", second.failures);
         assert!(second.mounted.is_empty(), "{second:?}");
-        assert_eq!(second.present.len(), KERNEL_MOUNTS.len());
+        assert_eq!(second.present.len(), expected.len());
+        assert_eq!(second.unregistered, left_out);
     }
 }

@@ -20,13 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use protobuf::MessageField;
-use protocols::agent::{
-    ExecProcessRequest, ReadStreamRequest, SignalProcessRequest, WaitProcessRequest,
-};
+use protocols::agent::SignalProcessRequest;
 use protocols::agent_ttrpc::AgentServiceClient;
 
 use guest::{
-    container_request, context, create_sandbox, default_mounts, ext4_image_of_dir,
+    container_request, context, create_sandbox, default_mounts, exec_and_wait, ext4_image_of_dir,
     finish_container, run_container, start_container, workspace, Vm, STORAGE_DIR,
 };
 
@@ -312,8 +310,8 @@ async fn exec_process_is_confined(client: AgentServiceClient, secret: String) {
         .to_vec();
     start_container(&client, request).await;
 
-    let confined = exec_and_wait(&client, id, "exec-confined", PROFILE_NAME).await;
-    let unconfined = exec_and_wait(&client, id, "exec-unconfined", "").await;
+    let confined = exec_probe(&client, id, "exec-confined", PROFILE_NAME).await;
+    let unconfined = exec_probe(&client, id, "exec-unconfined", "").await;
     client
         .signal_process(
             context(),
@@ -336,7 +334,7 @@ async fn exec_process_is_confined(client: AgentServiceClient, secret: String) {
 
 /// Starts [`PROBE_SCRIPT`] in container `id` with ExecProcess and `profile`, and returns
 /// its exit status and output.
-async fn exec_and_wait(
+async fn exec_probe(
     client: &AgentServiceClient,
     id: &str,
     exec_id: &str,
@@ -348,46 +346,5 @@ async fn exec_and_wait(
     process.Cwd = "/".to_string();
     process.User = MessageField::some(protocols::oci::User::new());
     process.ApparmorProfile = profile.to_string();
-    let request = ExecProcessRequest {
-        container_id: id.to_string(),
-        exec_id: exec_id.to_string(),
-        process: MessageField::some(process),
-        ..Default::default()
-    };
-    client
-        .exec_process(context(), &request)
-        .await
-        .unwrap_or_else(|error| panic!("ExecProcess {exec_id}: {error}"));
-
-    let mut output = Vec::new();
-    let read = ReadStreamRequest {
-        container_id: id.to_string(),
-        exec_id: exec_id.to_string(),
-        len: 4096,
-        ..Default::default()
-    };
-    loop {
-        let response = client
-            .read_stdout(context(), &read)
-            .await
-            .unwrap_or_else(|error| panic!("ReadStdout {exec_id}: {error}"));
-        if response.data.is_empty() {
-            break;
-        }
-        output.extend_from_slice(&response.data);
-    }
-
-    let status = client
-        .wait_process(
-            context(),
-            &WaitProcessRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|error| panic!("WaitProcess {exec_id}: {error}"))
-        .status;
-    (status, String::from_utf8_lossy(&output).into_owned())
+    exec_and_wait(client, id, exec_id, process).await
 }

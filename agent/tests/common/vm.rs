@@ -51,6 +51,12 @@ impl Vm {
     /// Boots the guest with `disks` attached as virtio-blk disks 0, 1, ... at PCI slots
     /// 0x5, 0x6, ... and returns once the agent accepts on its vsock port.
     pub fn boot(disks: &[&Path]) -> Vm {
+        Vm::boot_with(disks, &[])
+    }
+
+    /// Boots the guest as [`Vm::boot`] does, with `kernel_params` added to the kernel
+    /// command line, such as `security=selinux` to choose the major security module.
+    pub fn boot_with(disks: &[&Path], kernel_params: &[&str]) -> Vm {
         let run_dir = tempfile::Builder::new()
             .prefix("berth-vm-test.")
             .tempdir()
@@ -65,10 +71,8 @@ impl Vm {
             .arg("--run-dir")
             .arg(run_dir.path())
             .args(["--boot-timeout", &boot_timeout, "--lifetime", "600"])
-            .args([
-                "--append",
-                &format!("agent.hotplug_timeout={HOTPLUG_TIMEOUT_SECS}"),
-            ]);
+            .arg("--append")
+            .arg(kernel_command_line(kernel_params));
         for disk in disks {
             command.arg("--disk").arg(disk);
         }
@@ -158,6 +162,14 @@ impl Drop for Vm {
             );
         }
     }
+}
+
+/// Returns the parameters that every test passes to the guest kernel, followed by
+/// `extra`, as one `--append` value, because vm/run-vm.sh keeps only its last `--append`.
+fn kernel_command_line(extra: &[&str]) -> String {
+    let mut params = vec![format!("agent.hotplug_timeout={HOTPLUG_TIMEOUT_SECS}")];
+    params.extend(extra.iter().map(|param| param.to_string()));
+    params.join(" ")
 }
 
 pub fn workspace() -> PathBuf {
@@ -366,4 +378,56 @@ pub async fn read_stdout(client: &AgentServiceClient, id: &str) -> String {
         }
         output.extend_from_slice(&response.data);
     }
+}
+
+/// Starts `process` in container `id` with ExecProcess, reads its standard output to the
+/// end, waits for it, and returns its exit status and output.
+pub async fn exec_and_wait(
+    client: &AgentServiceClient,
+    id: &str,
+    exec_id: &str,
+    process: protocols::oci::Process,
+) -> (i32, String) {
+    let request = agent::ExecProcessRequest {
+        container_id: id.to_string(),
+        exec_id: exec_id.to_string(),
+        process: protobuf::MessageField::some(process),
+        ..Default::default()
+    };
+    client
+        .exec_process(context(), &request)
+        .await
+        .unwrap_or_else(|error| panic!("ExecProcess {exec_id}: {error}"));
+
+    let read = agent::ReadStreamRequest {
+        container_id: id.to_string(),
+        exec_id: exec_id.to_string(),
+        len: 4096,
+        ..Default::default()
+    };
+    let mut output = Vec::new();
+    loop {
+        let response = client
+            .read_stdout(context(), &read)
+            .await
+            .unwrap_or_else(|error| panic!("ReadStdout {exec_id}: {error}"));
+        if response.data.is_empty() {
+            break;
+        }
+        output.extend_from_slice(&response.data);
+    }
+
+    let status = client
+        .wait_process(
+            context(),
+            &agent::WaitProcessRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("WaitProcess {exec_id}: {error}"))
+        .status;
+    (status, String::from_utf8_lossy(&output).into_owned())
 }
