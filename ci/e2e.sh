@@ -175,6 +175,19 @@ expect_equal "exec exits with the process's status" "6" "$status"
 output=$(printf 'piped\n' | berth exec "$id" -- cat 2>&1) || true
 expect_equal "exec forwards stdin" "piped" "$output"
 
+# `exec -t` attached to a pseudo-terminal that script(1) provides, as an operator's
+# shell would be: the process gets a terminal of the local window's size, its status
+# comes back, and berth restores the local terminal's settings when it exits.
+tty_command="stty rows 33 cols 77; before=\$(stty -g);"
+tty_command+=" $(realpath "$BIN_DIR/berth") --address $AGENT_ADDRESS exec -t $id --"
+tty_command+=" sh -c 'tty; stty size; exit 7'; echo status=\$?;"
+tty_command+=" [ \"\$before\" = \"\$(stty -g)\" ] && echo settings-restored"
+output=$(script --quiet --command "$tty_command" /dev/null </dev/null 2>&1 | tr -d '\r') || true
+expect_contains "exec -t gives the process a terminal" "$output" "/dev/pts/"
+expect_contains "exec -t sends the local window size" "$output" "33 77"
+expect_contains "exec -t returns the process's status" "$output" "status=7"
+expect_contains "exec -t restores the local terminal" "$output" "settings-restored"
+
 output=$(berth ps "$id" 2>&1) || true
 expect_contains "ps lists the container's init" "$output" "sleep 600"
 output=$(berth ps "$id" --format json 2>&1) || true

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use protobuf::MessageField;
 use protocols::agent::ExecProcessRequest;
-use protocols::oci::{Process, User};
+use protocols::oci::{Box as ConsoleSize, Process, User};
 use rustix::termios::{tcgetattr, tcgetwinsize, tcsetattr, OptionalActions, Termios};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -89,8 +89,21 @@ fn exec_request(args: &ExecArgs, exec_id: &str) -> Result<ExecProcessRequest> {
         ));
     }
 
+    // The size goes with the request, so the process sees it from its first
+    // instruction; the resizer only follows later changes.
+    let console_size = args
+        .tty
+        .then(|| tcgetwinsize(std::io::stdin().as_fd()).ok())
+        .flatten()
+        .map(|size| ConsoleSize {
+            Height: u32::from(size.ws_row),
+            Width: u32::from(size.ws_col),
+            ..Default::default()
+        });
+
     let process = Process {
         Terminal: args.tty,
+        ConsoleSize: console_size.into(),
         User: MessageField::some(User {
             UID: uid,
             GID: gid,
@@ -136,7 +149,8 @@ async fn finish(task: JoinHandle<Result<()>>, name: &str) {
     }
 }
 
-/// Sends the local window size now and after each SIGWINCH.
+/// Sends the local window size now, in case it changed since the request, and after
+/// each SIGWINCH.
 fn spawn_resizer(agent: Agent, process: ProcessRef) -> JoinHandle<Result<()>> {
     tokio::spawn(async move {
         let mut changes =
