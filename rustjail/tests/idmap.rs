@@ -438,3 +438,33 @@ fn idmap_option_takes_joined_user_namespace() {
     assert_eq!(output.code, 0, "{output:?}");
     assert_eq!(output.stdout, "7\n", "disk owner 7 shows as container ID 7");
 }
+
+#[test]
+fn no_launcher_fd_reaches_mapped_container() {
+    require_root();
+    let bundle = Bundle::new();
+    let source = tempfile::tempdir().unwrap();
+    fs::set_permissions(source.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // A new user namespace makes the init wait for the go-ahead on the sync socket, and
+    // each ID-mapped mount arrives as a descriptor: none of them may stay open.
+    let spec = with_mounts(
+        with_user_namespace(bundle.spec(&["ls", "-l", "/proc/self/fd"]), &bundle),
+        vec![
+            bind("/first", source.path(), &["bind", "idmap"], None),
+            bind("/second", source.path(), &["bind", "idmap"], None),
+        ],
+    );
+
+    let output = run("idmap-fds", spec);
+
+    assert_eq!(output.code, 0, "{output:?}");
+    // ls keeps the directory it lists open, so that descriptor is left out.
+    let open: Vec<&str> = output
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once(" -> "))
+        .filter(|(_, target)| !(target.starts_with("/proc/") && target.ends_with("/fd")))
+        .filter_map(|(entry, _)| entry.split_whitespace().last())
+        .collect();
+    assert_eq!(open, ["0", "1", "2"], "{output:?}");
+}
