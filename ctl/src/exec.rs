@@ -95,6 +95,8 @@ fn exec_request(args: &ExecArgs, exec_id: &str) -> Result<ExecProcessRequest> {
         .tty
         .then(|| tcgetwinsize(std::io::stdin().as_fd()).ok())
         .flatten()
+        // A terminal that never had a size reports 0x0, which sets nothing.
+        .filter(|size| size.ws_row > 0 && size.ws_col > 0)
         .map(|size| ConsoleSize {
             Height: u32::from(size.ws_row),
             Width: u32::from(size.ws_col),

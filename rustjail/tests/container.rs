@@ -606,3 +606,34 @@ fn namespaces_are_joined_by_path() {
         "the second container has its own pid namespace"
     );
 }
+
+#[test]
+fn joined_uts_namespace_keeps_its_hostname() {
+    require_root();
+    let bundle = Bundle::new();
+    let mut first_spec = bundle.spec(&["sleep", "60"]);
+    first_spec.set_hostname(Some("first".to_owned()));
+    let mut first = Guard::create(config("uts-owner", first_spec)).unwrap();
+    first.container.start().unwrap();
+    let first_pid = first.container.pid();
+
+    // As a pod's container joins the sandbox's UTS namespace with its own hostname.
+    let mut second_spec = bundle.spec(&["hostname"]);
+    second_spec.set_hostname(Some("second".to_owned()));
+    add_namespace(
+        &mut second_spec,
+        LinuxNamespaceType::Uts,
+        Some(PathBuf::from(format!("/proc/{first_pid}/ns/uts"))),
+    );
+    let mut second = Guard::create(config("uts-joiner", second_spec)).unwrap();
+    let warnings = second.container.warnings().to_vec();
+    let output = second.run();
+
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.stdout.trim(), "first");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("hostname \"second\" left out"),
+        "{warnings:?}"
+    );
+}

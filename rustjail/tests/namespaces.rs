@@ -283,8 +283,9 @@ fn user_namespace_joins_caller_owned_namespaces() {
     sandbox.container.start().unwrap();
     let sandbox_pid = sandbox.container.pid();
 
-    // As the agent does for a pod, the container shares the sandbox's uts and ipc
-    // namespaces, which belong to the caller's user namespace, not to the container's.
+    // As the agent does for a pod, the container shares the sandbox's uts, ipc and
+    // network namespaces, which belong to the caller's user namespace, not to the
+    // container's. The kernel then refuses a new sysfs, and the caller's /sys is bound.
     let mut spec = with_user_namespace(bundle.spec(&["sleep", "60"]));
     spec.set_hostname(None);
     // The kernel mounts mqueue only for an ipc namespace of the mounting user namespace.
@@ -294,6 +295,7 @@ fn user_namespace_joins_caller_owned_namespaces() {
     for (kind, name) in [
         (LinuxNamespaceType::Uts, "uts"),
         (LinuxNamespaceType::Ipc, "ipc"),
+        (LinuxNamespaceType::Network, "net"),
     ] {
         let path = PathBuf::from(format!("/proc/{sandbox_pid}/ns/{name}"));
         set_namespace(&mut spec, kind, Some(path));
@@ -304,7 +306,11 @@ fn user_namespace_joins_caller_owned_namespaces() {
     let (stdout, code) = exec(
         &guard.container,
         &spec,
-        &["sh", "-c", "hostname; readlink /proc/self/ns/ipc; id -u"],
+        &[
+            "sh",
+            "-c",
+            "hostname; readlink /proc/self/ns/ipc; id -u; test -d /sys/kernel && echo sys",
+        ],
     );
 
     assert_eq!(code, 0, "{stdout}");
@@ -313,6 +319,7 @@ fn user_namespace_joins_caller_owned_namespaces() {
     let sandbox_ipc = fs::read_link(format!("/proc/{sandbox_pid}/ns/ipc")).unwrap();
     assert_eq!(Path::new(lines[1]), sandbox_ipc);
     assert_eq!(lines[2], "0");
+    assert_eq!(lines[3], "sys");
     let container_user = fs::read_link(format!("/proc/{}/ns/user", guard.container.pid())).unwrap();
     assert_ne!(container_user, fs::read_link("/proc/self/ns/user").unwrap());
 }

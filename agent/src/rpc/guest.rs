@@ -40,8 +40,18 @@ fn agent_details() -> AgentDetails {
         .iter()
         .map(|name| name.to_string())
         .collect();
-    details.supports_seccomp = false;
+    // The launcher always links libseccomp, so support depends on the kernel only.
+    // Kata's runtime drops a container's seccomp profile when this is false.
+    details.supports_seccomp = kernel_has_seccomp(Path::new("/proc/self/status"));
     details
+}
+
+/// Reports whether the kernel has seccomp filters: `/proc/<pid>/status` shows a
+/// `Seccomp` line only when it is built with them.
+fn kernel_has_seccomp(status: &Path) -> bool {
+    std::fs::read_to_string(status)
+        .map(|text| text.lines().any(|line| line.starts_with("Seccomp:")))
+        .unwrap_or(false)
 }
 
 /// Reads the memory block size, which sysfs prints in hexadecimal without a `0x` prefix.
@@ -54,6 +64,19 @@ fn read_block_size(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seccomp_support_read_from_status() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let with = root.path().join("with");
+        let without = root.path().join("without");
+        std::fs::write(&with, "Name:\tberth\nSeccomp:\t0\nSeccomp_filters:\t0\n").unwrap();
+        std::fs::write(&without, "Name:\tberth\nNoNewPrivs:\t0\n").unwrap();
+
+        assert!(kernel_has_seccomp(&with));
+        assert!(!kernel_has_seccomp(&without));
+        assert!(!kernel_has_seccomp(&root.path().join("missing")));
+    }
 
     #[test]
     fn block_size_from_fake_sysfs() {
@@ -75,7 +98,7 @@ mod tests {
         assert!(response.support_mem_hotplug_probe);
         let details = response.agent_details.as_ref().expect("agent details");
         assert_eq!(details.storage_handlers, vec!["ephemeral", "local"]);
-        assert!(!details.supports_seccomp);
+        assert!(details.supports_seccomp, "this kernel has seccomp");
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible
     let labels = lsm::plan(spec, lsm::Enabled::detect());
     namespaces::enter(spec, &config.joined_by_caller)?;
     // createContainer hooks run during the rootfs setup and see the new names.
-    process::set_host_names(spec)?;
+    let name_warnings = process::set_host_names(spec)?;
     rootfs::set_up(spec, config, labels.mount_label.as_deref())?;
     if process.terminal().unwrap_or(false) {
         terminal::set_up(sync, process.console_size())?;
@@ -202,7 +202,12 @@ fn run_container(sync: BorrowedFd<'_>, config: &InitConfig) -> Result<Infallible
     let prepared = process::prepare(process, seccomp)?;
 
     let ready = FromInit::Ready {
-        warnings: labels.warnings.clone(),
+        warnings: labels
+            .warnings
+            .iter()
+            .chain(&name_warnings)
+            .cloned()
+            .collect(),
     };
     send_message(sync, &ready).map_err(failed("send ready"))?;
     match recv_message::<ToInit>(sync, None).map_err(failed("receive start"))? {

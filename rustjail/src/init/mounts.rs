@@ -74,14 +74,33 @@ pub(crate) fn mount_entry(
             data = lsm::mount_data(&data, label);
         }
         let data = (!data.is_empty()).then_some(data.as_str());
-        mount(
+        let mounted = mount(
             Some(&source),
             &fd_path(&target),
             Some(kind),
             options.flags,
             data,
-        )
-        .map_err(failed(step()))?;
+        );
+        match (mounted, kind) {
+            (Ok(()), _) => {}
+            // In a user namespace the kernel mounts sysfs only for a network namespace
+            // of that user namespace, and a container sharing a sandbox's network gets
+            // EPERM. The caller's /sys is bound there instead, as runc does for rootless
+            // containers.
+            (Err(nix::errno::Errno::EPERM), "sysfs") => {
+                bind_caller_sysfs(root, destination, &options, &target)
+                    .map_err(failed(format_args!("{}: bind /sys instead", step())))?;
+            }
+            (Err(nix::errno::Errno::EPERM), "mqueue") => {
+                return Err(InitError::system(format!(
+                    "{}: EPERM: the kernel mounts mqueue only for an ipc namespace of the \
+                     container's user namespace; leave the mount out or give the \
+                     container an ipc namespace of its own",
+                    step()
+                )))
+            }
+            (Err(errno), _) => return Err(failed(step())(errno)),
+        }
     }
 
     for flag in &options.propagation {
@@ -141,6 +160,32 @@ fn apply_bind_flags(
     // The descriptor opened before the mount refers to the directory underneath it, so
     // the remount needs a new one that crosses into the bind mount.
     let mounted = open_in_root(root, entry.destination(), Create::Nothing)
+        .map_err(|error| format!("reopen: {error}"))?;
+    remount_bind(&fd_path(&mounted), options.flags)
+        .map_err(|errno| format!("remount with {:?}: {errno}", options.flags))
+}
+
+/// Bind-mounts the caller's `/sys` with its submounts at `target`, then applies the
+/// flags of the sysfs mount it replaces.
+fn bind_caller_sysfs(
+    root: BorrowedFd<'_>,
+    destination: &Path,
+    options: &MountOptions,
+    target: &OwnedFd,
+) -> Result<(), String> {
+    mount(
+        Some("/sys"),
+        &fd_path(target),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|errno| errno.to_string())?;
+
+    if options.flags.is_empty() {
+        return Ok(());
+    }
+    let mounted = open_in_root(root, destination, Create::Nothing)
         .map_err(|error| format!("reopen: {error}"))?;
     remount_bind(&fd_path(&mounted), options.flags)
         .map_err(|errno| format!("remount with {:?}: {errno}", options.flags))

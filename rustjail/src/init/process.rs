@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{access, chdir, execve, setgroups, setresgid, setresuid, AccessFlags, Gid, Uid};
-use oci_spec::runtime::{LinuxSeccomp, PosixRlimitType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, PosixRlimitType, Process, Spec};
 use rustix::process::{setrlimit, Resource, Rlimit};
 
 use super::capabilities::{self, CapabilitySets};
@@ -154,17 +154,45 @@ fn close_on_exec_above_stdio() -> Result<(), InitError> {
     Ok(())
 }
 
-/// Sets the hostname and domainname of a new container.
-pub(crate) fn set_host_names(spec: &Spec) -> Result<(), InitError> {
-    if let Some(hostname) = spec.hostname().as_deref().filter(|name| !name.is_empty()) {
-        rustix::system::sethostname(hostname.as_bytes())
-            .map_err(failed(format_args!("set hostname {hostname:?}")))?;
+/// Sets the hostname and domain name when the container has a UTS namespace of its own,
+/// and returns a warning for each name it leaves out because the UTS namespace is joined
+/// by path. A joined namespace belongs to a sandbox or another container, whose names a
+/// container must not change, as in Kata's agent.
+pub(crate) fn set_host_names(spec: &Spec) -> Result<Vec<String>, InitError> {
+    let joined_uts = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().as_ref())
+        .and_then(|namespaces| {
+            namespaces
+                .iter()
+                .find(|namespace| namespace.typ() == LinuxNamespaceType::Uts)
+        })
+        .and_then(|namespace| namespace.path().as_ref());
+    let names = [
+        ("hostname", spec.hostname().as_deref()),
+        ("domainname", spec.domainname().as_deref()),
+    ];
+
+    let mut warnings = Vec::new();
+    for (field, name) in names {
+        let Some(name) = name.filter(|name| !name.is_empty()) else {
+            continue;
+        };
+        if let Some(path) = joined_uts {
+            warnings.push(format!(
+                "{field} {name:?} left out: the UTS namespace is joined from {}",
+                path.display()
+            ));
+            continue;
+        }
+        let set = match field {
+            "hostname" => rustix::system::sethostname(name.as_bytes()),
+            _ => rustix::system::setdomainname(name.as_bytes()),
+        };
+        set.map_err(failed(format_args!("set {field} {name:?}")))?;
     }
-    if let Some(domainname) = spec.domainname().as_deref().filter(|name| !name.is_empty()) {
-        rustix::system::setdomainname(domainname.as_bytes())
-            .map_err(failed(format_args!("set domainname {domainname:?}")))?;
-    }
-    Ok(())
+    Ok(warnings)
 }
 
 fn set_rlimits(process: &Process) -> Result<(), InitError> {
