@@ -25,6 +25,10 @@ use slog::{error, warn};
 
 use crate::config::{Config, Environment, Flags, KernelParams, LogLevel};
 
+/// Most threads of the blocking pool, which runs the container and sandbox pipelines.
+/// Eight keep two cores busy while pipelines wait on their inits.
+const MAX_BLOCKING_THREADS: usize = 8;
+
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "init") {
         rustjail::init_main();
@@ -100,8 +104,14 @@ fn run_agent(prepared: Option<&pid1::Prepared>) -> u8 {
     // blocking pool, so a second worker only adds wake-ups between threads. With two, a
     // Health.Check cost the agent about ten system calls, five of them futex, instead
     // of three (strace of the agent serving Health.Check in a loop, on 2 cores).
+    //
+    // The blocking pool runs the pipelines, each a short job that waits on no other
+    // blocking job, so a bound only queues requests beyond it. Without one, tokio
+    // starts a thread per request in flight, and 64 concurrent lifecycles left about 60
+    // threads with their stacks and malloc arenas (docs/benchmarks.md).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {
