@@ -156,26 +156,15 @@ impl Cgroup {
 
     fn create_directories(&mut self, relative: &Path) -> Result<(), Error> {
         for hierarchy in &self.hierarchies {
-            let mut directory = hierarchy.mount_point.clone();
-            for component in relative.components() {
-                let parent = directory.clone();
-                directory.push(component);
-
-                match fs::create_dir(&directory) {
-                    Ok(()) => self.created.push(directory.clone()),
-                    Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(source) => {
-                        return Err(Error::Cgroup {
-                            operation: "create cgroup",
-                            path: directory,
-                            source,
-                        })
+            let mut attempt = 1;
+            let directory = loop {
+                match create_in(hierarchy, relative, &mut self.created) {
+                    Err(error) if parent_vanished(&error) && attempt < CREATE_ATTEMPTS => {
+                        attempt += 1;
                     }
+                    result => break result?,
                 }
-                if hierarchy.has("cpuset") && !hierarchy.unified {
-                    resources::inherit_cpuset(&parent, &directory)?;
-                }
-            }
+            };
             self.paths.push(directory);
         }
         Ok(())
@@ -204,6 +193,53 @@ impl Cgroup {
         resources::apply(&targets, resources, mode, logger)
     }
 }
+
+/// Creates the directories of `relative` in one hierarchy, parents first, and returns
+/// the deepest. A parent shared with other containers can vanish between two steps,
+/// when the last container in it is removed at that moment, and then a step fails
+/// with NotFound and the caller starts over.
+fn create_in(
+    hierarchy: &Hierarchy,
+    relative: &Path,
+    created: &mut Vec<PathBuf>,
+) -> Result<PathBuf, Error> {
+    let mut directory = hierarchy.mount_point.clone();
+    for component in relative.components() {
+        let parent = directory.clone();
+        directory.push(component);
+
+        match fs::create_dir(&directory) {
+            Ok(()) => created.push(directory.clone()),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(Error::Cgroup {
+                    operation: "create cgroup",
+                    path: directory,
+                    source,
+                })
+            }
+        }
+        if hierarchy.has("cpuset") && !hierarchy.unified {
+            resources::inherit_cpuset(&parent, &directory)?;
+        }
+    }
+    Ok(directory)
+}
+
+/// Reports whether `error` comes from a directory that disappeared while the cgroup was
+/// being created.
+fn parent_vanished(error: &Error) -> bool {
+    match error {
+        Error::Cgroup { source, .. } | Error::CgroupWrite { source, .. } => {
+            source.kind() == io::ErrorKind::NotFound
+        }
+        _ => false,
+    }
+}
+
+/// How often [`Cgroup::create`] walks a hierarchy whose shared parent other containers'
+/// removals keep deleting under it.
+const CREATE_ATTEMPTS: u32 = 100;
 
 /// Returns, deepest first, the directories of every hierarchy between the hierarchy root
 /// and `relative` that lie inside `shared_parent`: `berth` for `berth/c1`, and nothing
@@ -260,6 +296,41 @@ fn is_busy(error: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Creates and removes containers under one shared parent from several threads, on
+    /// plain directories, where mkdir and rmdir behave as on a cgroup hierarchy. A
+    /// removal deletes the parent whenever it is empty, so creates race with it.
+    #[test]
+    fn create_survives_shared_parent_removed_meanwhile() {
+        let root = tempfile::tempdir().unwrap();
+        let hierarchy = Hierarchy {
+            mount_point: root.path().to_path_buf(),
+            controllers: vec!["pids".to_owned()],
+            unified: false,
+        };
+
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let hierarchy = hierarchy.clone();
+                scope.spawn(move || {
+                    for round in 0..300 {
+                        let relative = PathBuf::from(format!("berth/c{thread}-{round}"));
+                        let mut cgroup = Cgroup {
+                            hierarchies: vec![hierarchy.clone()],
+                            ..Cgroup::default()
+                        };
+                        cgroup.shared_ancestors =
+                            shared_ancestors(&cgroup.hierarchies, &relative, Path::new("berth"));
+
+                        cgroup.create_directories(&relative).unwrap();
+                        cgroup.remove().unwrap();
+                    }
+                });
+            }
+        });
+
+        assert!(!root.path().join("berth").exists());
+    }
 
     #[test]
     fn shared_ancestors_stay_inside_parent() {
