@@ -337,8 +337,8 @@ fn filesystem_types(path: &Path) -> Result<HashSet<String>, Pid1Error> {
     Ok(parse_filesystem_types(&text))
 }
 
-/// Returns the last field of each line of `/proc/filesystems`, which is the type name;
-/// a `nodev` field before it marks types that need no block device.
+/// Returns the last field of each line of `/proc/filesystems`, which is the type name.
+/// A `nodev` field before it marks types that need no block device.
 fn parse_filesystem_types(filesystems: &str) -> HashSet<String> {
     filesystems
         .lines()

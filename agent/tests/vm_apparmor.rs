@@ -15,7 +15,6 @@
 #[path = "common/vm.rs"]
 mod guest;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,8 +23,9 @@ use protocols::agent::SignalProcessRequest;
 use protocols::agent_ttrpc::AgentServiceClient;
 
 use guest::{
-    container_request, context, create_sandbox, default_mounts, exec_and_wait, ext4_image_of_dir,
-    finish_container, run_container, start_container, workspace, Vm, STORAGE_DIR,
+    container_request, context, create_sandbox, exec_and_wait, ext4_image_of_dir, finish_container,
+    mounts_with, read_only_disk_storage, run_check, run_container, start_container, workspace, Vm,
+    STORAGE_DIR,
 };
 
 /// Name of the test profile, as the spec and `/proc/self/attr/current` give it.
@@ -96,17 +96,6 @@ async fn apparmor_profile_confines_in_guest() {
     );
 }
 
-/// Runs one check on a task of its own, so that a failed assert is recorded in `failed`
-/// and the checks after it still run.
-async fn run_check<F>(failed: &mut Vec<&'static str>, name: &'static str, check: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    if tokio::spawn(check).await.is_err() {
-        failed.push(name);
-    }
-}
-
 /// Compiles [`PROFILE`] and makes an ext4 disk with the binary policy and the secret.
 fn policy_disk(dir: &Path, secret: &str) -> PathBuf {
     let content = dir.join("policy-disk");
@@ -155,32 +144,6 @@ fn compile_profile(source: &Path, output: &Path) {
     );
 }
 
-/// Returns the `blk` storage that mounts the policy disk, the first disk at PCI slot
-/// 0x5 (PCI path `05`), read-only.
-fn policy_storage() -> serde_json::Value {
-    serde_json::json!([{
-        "driver": "blk",
-        "source": "05",
-        "fstype": "ext4",
-        "options": ["ro"],
-        "mount_point": disk_mount_point(),
-    }])
-}
-
-/// Returns the default mounts plus `extra`.
-fn mounts_with(extra: serde_json::Value) -> serde_json::Value {
-    let mut mounts = default_mounts();
-    let list = mounts.as_array_mut().expect("default mounts are an array");
-    list.extend(
-        extra
-            .as_array()
-            .expect("extra mounts are an array")
-            .iter()
-            .cloned(),
-    );
-    mounts
-}
-
 /// Returns the bind mount of the secret on the policy disk at `/etc/secret`.
 fn secret_mount() -> serde_json::Value {
     serde_json::json!({
@@ -203,7 +166,7 @@ async fn load_profile(client: &AgentServiceClient) {
              echo loaded && cat {apparmor}/profiles"
         ),
         serde_json::json!({
-            "storages": policy_storage(),
+            "storages": read_only_disk_storage(&disk_mount_point()),
             "OCI": {
                 "Process": { "Capabilities": {
                     "Bounding": ["CAP_MAC_ADMIN"],
@@ -241,7 +204,7 @@ fn probe_request(id: &str, profile: &str) -> protocols::agent::CreateContainerRe
         id,
         PROBE_SCRIPT,
         serde_json::json!({
-            "storages": policy_storage(),
+            "storages": read_only_disk_storage(&disk_mount_point()),
             "OCI": {
                 "Process": { "ApparmorProfile": profile },
                 "Mounts": mounts_with(serde_json::json!([secret_mount()])),

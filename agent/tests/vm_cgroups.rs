@@ -13,7 +13,6 @@
 #[path = "common/vm.rs"]
 mod guest;
 
-use std::future::Future;
 use std::time::Duration;
 
 use protocols::agent::{CreateContainerRequest, GetOOMEventRequest};
@@ -21,7 +20,7 @@ use protocols::agent_ttrpc::AgentServiceClient;
 
 use guest::{
     container_request, context, create_sandbox, default_mounts, finish_container, raw_image,
-    run_container, start_container, Vm,
+    run_check, run_container, start_container, Vm,
 };
 
 /// Maximum time the OOM check waits for GetOOMEvent after starting its container.
@@ -95,22 +94,6 @@ async fn cgroup_v2_limits_apply_in_guest() {
         failed.is_empty(),
         "failed checks: {failed:?} (their panic messages are above)"
     );
-}
-
-/// Runs one check on a task of its own and returns its result, or records `name` in
-/// `failed` when it panicked.
-async fn run_check<T, F>(failed: &mut Vec<&'static str>, name: &'static str, check: F) -> Option<T>
-where
-    F: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::spawn(check).await {
-        Ok(value) => Some(value),
-        Err(_) => {
-            failed.push(name);
-            None
-        }
-    }
 }
 
 /// Returns the default mounts plus the container's own cgroup directory, read-only, at

@@ -19,7 +19,6 @@
 #[path = "common/vm.rs"]
 mod guest;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,8 +27,9 @@ use protocols::agent::CreateContainerRequest;
 use protocols::agent_ttrpc::AgentServiceClient;
 
 use guest::{
-    container_request, context, create_sandbox, default_mounts, exec_and_wait, ext4_image_of_dir,
-    finish_container, run_container, start_container, workspace, Vm, STORAGE_DIR,
+    container_request, context, create_sandbox, exec_and_wait, ext4_image_of_dir, finish_container,
+    mounts_with, read_only_disk_storage, run_check, run_container, start_container, workspace, Vm,
+    STORAGE_DIR,
 };
 
 /// Kernel parameter that makes SELinux the major security module in place of AppArmor.
@@ -160,17 +160,6 @@ async fn selinux_labels_apply_in_guest() {
     );
 }
 
-/// Runs one check on a task of its own, so that a failed assert is recorded in `failed`
-/// and the checks after it still run.
-async fn run_check<F>(failed: &mut Vec<&'static str>, name: &'static str, check: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    if tokio::spawn(check).await.is_err() {
-        failed.push(name);
-    }
-}
-
 /// Compiles [`POLICY`] and makes an ext4 disk with the binary policy.
 fn policy_disk(dir: &Path) -> PathBuf {
     let content = dir.join("policy-disk");
@@ -217,32 +206,6 @@ fn compile_policy(source: &Path, output: &Path) {
     assert!(size < 1 << 20, "the policy has {size} bytes, 1 MiB or more");
 }
 
-/// Returns the `blk` storage that mounts the policy disk, the first disk at PCI slot
-/// 0x5 (PCI path `05`), read-only.
-fn policy_storage() -> serde_json::Value {
-    serde_json::json!([{
-        "driver": "blk",
-        "source": "05",
-        "fstype": "ext4",
-        "options": ["ro"],
-        "mount_point": disk_mount_point(),
-    }])
-}
-
-/// Returns the default mounts plus `extra`.
-fn mounts_with(extra: serde_json::Value) -> serde_json::Value {
-    let mut mounts = default_mounts();
-    let list = mounts.as_array_mut().expect("default mounts are an array");
-    list.extend(
-        extra
-            .as_array()
-            .expect("extra mounts are an array")
-            .iter()
-            .cloned(),
-    );
-    mounts
-}
-
 /// Returns `text` without the NUL bytes that end SELinux contexts read from procfs and
 /// selinuxfs.
 fn read_context(text: &str) -> String {
@@ -265,7 +228,7 @@ async fn load_policy(client: &AgentServiceClient) {
              echo \"kernel=$(cat {selinuxfs}/initial_contexts/kernel)\""
         ),
         serde_json::json!({
-            "storages": policy_storage(),
+            "storages": read_only_disk_storage(&disk_mount_point()),
             "OCI": {
                 "Mounts": mounts_with(serde_json::json!([
                     { "destination": "/policy", "source": disk_mount_point(), "type": "bind",

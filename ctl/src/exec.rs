@@ -89,7 +89,7 @@ fn exec_request(args: &ExecArgs, exec_id: &str) -> Result<ExecProcessRequest> {
         ));
     }
 
-    // The size goes with the request, so the process sees it from its first
+    // The size goes with the request, so the process has it from its first
     // instruction; the resizer only follows later changes.
     let console_size = args
         .tty

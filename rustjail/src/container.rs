@@ -476,7 +476,7 @@ impl Container {
     }
 }
 
-/// What [`Container::set_up`] applies besides the spec, worked out before the clone.
+/// Settings of [`Container::set_up`] besides the spec, worked out before the clone.
 struct SetUpPlan {
     relative_cgroup: PathBuf,
     user_namespace: UserNamespaceSetup,

@@ -161,7 +161,7 @@ impl Netlink {
         Ok(self.sequence)
     }
 
-    /// Receives one datagram and returns the messages in it that answer `sequence`,
+    /// Receives one datagram and returns the messages in it that reply to `sequence`,
     /// as (type, payload) pairs.
     fn receive(&mut self, sequence: u32) -> io::Result<Vec<(u16, Vec<u8>)>> {
         let mut buffer = vec![0u8; 32 * 1024];
@@ -187,7 +187,7 @@ impl Netlink {
     }
 }
 
-/// An ifinfomsg for link `index` that sets `flags` within `change`.
+/// Builds an ifinfomsg for link `index` that sets `flags` within `change`.
 fn link_message(index: u32, flags: u32, change: u32) -> Vec<u8> {
     let mut message = vec![0u8; 4];
     message.extend_from_slice(&index.to_ne_bytes());

@@ -43,9 +43,10 @@ struct ProcessState<'a> {
 }
 
 impl Container {
-    /// Receives the reply of a process told to execute, as `recv_reply` does, and sends
-    /// each seccomp notify fd that arrives on the way to the listener at once: until a
-    /// listener responds, a notified syscall of the process waits, `execve` among them.
+    /// Receives the reply of a process that was sent start or exec, as `recv_reply`
+    /// does, and passes each seccomp notify fd that arrives on the way to the listener at
+    /// once, because a notified syscall of the process, `execve` among them, waits until
+    /// a listener responds.
     ///
     /// `pid` is the process's pid in the caller's pid namespace and `status` the
     /// container status the listener sees. The outer error is a failed send to the

@@ -30,7 +30,7 @@ pub(crate) struct IdMaps {
     pub gid_map: String,
 }
 
-/// What [`crate::Container::create`] does for a user namespace after the clone.
+/// User namespace work of [`crate::Container::create`] after the clone.
 pub(crate) struct UserNamespaceSetup {
     /// The maps to write, for a new user namespace.
     pub id_maps: Option<IdMaps>,
@@ -129,7 +129,7 @@ pub(crate) fn join_first(
     Ok(joined)
 }
 
-/// Writes `maps` for the init `pid`, then tells the init to go on.
+/// Writes `maps` for the init `pid`, then sends the init the go-ahead byte.
 pub(crate) fn write_maps(
     container: &str,
     pid: i32,

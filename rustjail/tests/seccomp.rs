@@ -252,13 +252,13 @@ impl Agent {
 }
 
 /// Waits until `fd` is readable, at most [`LISTENER_TIMEOUT`].
-fn wait_readable(fd: RawFd, what: &str) {
+fn wait_readable(fd: RawFd, description: &str) {
     // SAFETY: the caller's fd stays open for this call.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let mut fds = [PollFd::new(borrowed, PollFlags::POLLIN)];
     let timeout = PollTimeout::try_from(LISTENER_TIMEOUT.as_millis() as i32).unwrap();
     let ready = poll(&mut fds, timeout).unwrap();
-    assert_eq!(ready, 1, "timed out waiting for {what}");
+    assert_eq!(ready, 1, "timed out waiting for {description}");
 }
 
 /// Receives the next notification on `notify`, checks that it is for mkdir, and responds

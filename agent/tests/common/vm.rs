@@ -273,6 +273,52 @@ pub fn default_mounts() -> serde_json::Value {
     ])
 }
 
+/// Returns [`default_mounts`] followed by the mounts of the JSON array `extra`.
+pub fn mounts_with(extra: serde_json::Value) -> serde_json::Value {
+    let mut mounts = default_mounts();
+    let list = mounts.as_array_mut().expect("default mounts are an array");
+    list.extend(
+        extra
+            .as_array()
+            .expect("extra mounts are an array")
+            .iter()
+            .cloned(),
+    );
+    mounts
+}
+
+/// Returns the `storages` of a request that mounts the first extra disk, at PCI slot
+/// 0x5 (PCI path `05`), read-only at `mount_point`.
+pub fn read_only_disk_storage(mount_point: &str) -> serde_json::Value {
+    serde_json::json!([{
+        "driver": "blk",
+        "source": "05",
+        "fstype": "ext4",
+        "options": ["ro"],
+        "mount_point": mount_point,
+    }])
+}
+
+/// Runs one check on a task of its own and returns its result, or records `name` in
+/// `failed` when it panicked, so that the checks after a failed one still run.
+pub async fn run_check<T, F>(
+    failed: &mut Vec<&'static str>,
+    name: &'static str,
+    check: F,
+) -> Option<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(check).await {
+        Ok(value) => Some(value),
+        Err(_) => {
+            failed.push(name);
+            None
+        }
+    }
+}
+
 /// Merges `extra` into `base`: objects key by key, any other value replaces.
 pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
     match (base, extra) {

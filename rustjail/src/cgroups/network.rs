@@ -34,7 +34,7 @@ pub(super) fn apply_network(
         let name = priority.name();
         check_name("linux.resources.network.priorities.name", name)?;
         // NOTE: the kernel looks the name up in the initial network namespace
-        // (net/core/netprio_cgroup.c), so an interface only the container sees fails.
+        // (net/core/netprio_cgroup.c), so an interface that exists only in the container fails.
         write_file(
             &directory.join("net_prio.ifpriomap"),
             &format!("{name} {}", priority.priority()),

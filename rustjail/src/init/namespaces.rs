@@ -203,7 +203,8 @@ fn check_time_offsets(
 }
 
 /// Writes the clock offsets of the time namespace the init's children enter. The kernel
-/// takes them only before any process is in that namespace, which holds until `execve`.
+/// takes them only before any process is in that namespace, which is the case until
+/// `execve`.
 fn write_time_offsets(offsets: &HashMap<String, LinuxTimeOffset>) -> Result<(), InitError> {
     for (clock, offset) in offsets {
         let line = format!(
